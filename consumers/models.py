@@ -1,0 +1,49 @@
+from django.db import models
+
+
+class DeadLetter(models.Model):
+    """A message the fan-out worker could not process, kept for inspection and replay."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        REPLAYED = "replayed"
+        DISCARDED = "discarded"
+
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    key = models.BinaryField(null=True, blank=True)
+    value = models.BinaryField(null=True, blank=True)
+    # [[name, value-as-text], ...] as the message carried them.
+    headers = models.JSONField(default=list, blank=True)
+    error_class = models.CharField(max_length=255)
+    error_message = models.TextField()
+    traceback = models.TextField(blank=True)
+    consumer_group = models.CharField(max_length=255)
+    failed_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-failed_at", "-id"]
+        constraints = [
+            # A message re-read after a crash is dead-lettered once, not twice.
+            models.UniqueConstraint(
+                fields=["consumer_group", "topic", "partition", "offset"],
+                name="deadletter_unique_message",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset} {self.error_class}"
+
+    def value_text(self) -> str:
+        """The raw value as text, with undecodable bytes escaped."""
+        if self.value is None:
+            return ""
+        return bytes(self.value).decode("utf-8", errors="backslashreplace")
+
+    def key_text(self) -> str:
+        if self.key is None:
+            return ""
+        return bytes(self.key).decode("utf-8", errors="backslashreplace")

@@ -1,0 +1,141 @@
+"""The process-wide Kafka producer.
+
+One producer per process, created on first use so that no librdkafka client crosses a
+gunicorn fork: a child that inherits the parent's object sees a different pid and builds
+its own. Outstanding messages are flushed at interpreter exit.
+"""
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaError, Message, Producer
+from django.conf import settings
+
+from consumers.events import Event, event_encode
+from consumers.topics import Topic, kafka_config
+from feedsite import metrics
+
+logger = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, str | bytes]]
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+_lock = threading.Lock()
+_producer: Producer | None = None
+_producer_pid: int | None = None
+
+
+def producer_get() -> Producer:
+    global _producer, _producer_pid
+    pid = os.getpid()
+    if _producer is not None and _producer_pid == pid:
+        return _producer
+    with _lock:
+        if _producer is None or _producer_pid != pid:
+            _producer = Producer(
+                kafka_config(
+                    **{
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "linger.ms": settings.KAFKA_PRODUCER_LINGER_MS,
+                        "client.id": f"feedsite-{pid}",
+                    }
+                )
+            )
+            if _producer_pid is None:
+                atexit.register(producer_flush)
+            _producer_pid = pid
+    return _producer
+
+
+def producer_flush(timeout: float | None = None) -> int:
+    """Wait for outstanding deliveries; return how many are still undelivered."""
+    if _producer is None or _producer_pid != os.getpid():
+        return 0
+    if timeout is None:
+        timeout = settings.KAFKA_PRODUCER_FLUSH_TIMEOUT
+    remaining = _producer.flush(timeout)
+    if remaining:
+        logger.error("%d Kafka messages were not delivered before the flush timeout", remaining)
+    return remaining
+
+
+def producer_reset() -> None:
+    """Drop the producer so the next use builds one from current settings."""
+    global _producer, _producer_pid
+    with _lock:
+        if _producer is not None and _producer_pid == os.getpid():
+            _producer.flush(1)
+        _producer = None
+
+
+def message_publish(
+    *,
+    topic: str,
+    key: str | bytes | None,
+    value: bytes | None,
+    headers: Headers | None = None,
+    on_delivery: DeliveryCallback | None = None,
+) -> None:
+    """Queue one message; delivery is reported to ``on_delivery`` from a later poll."""
+    producer = producer_get()
+    try:
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    except BufferError:
+        # The local queue is full: serve delivery reports to make room, then try once more.
+        producer.poll(1.0)
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    producer.poll(0)
+
+
+class DeliveryFailed(Exception):
+    """The broker did not acknowledge every message in time."""
+
+
+def messages_publish_confirmed(messages: Sequence[dict], *, timeout: float | None = None) -> None:
+    """Publish ``messages`` (keyword arguments of message_publish) and wait for the broker.
+
+    Returns once every message is acknowledged; raises DeliveryFailed otherwise.
+    """
+    errors: list[KafkaError] = []
+    pending = len(messages)
+
+    def report(err: KafkaError | None, _msg: Message) -> None:
+        nonlocal pending
+        pending -= 1
+        if err is not None:
+            errors.append(err)
+
+    for message in messages:
+        message_publish(**message, on_delivery=report)
+    producer_flush(timeout)
+    if errors or pending:
+        first = errors[0] if errors else "no delivery report"
+        raise DeliveryFailed(f"{len(errors) + pending} of {len(messages)} not delivered: {first}")
+
+
+def event_publish(*, event: Event, key: str) -> None:
+    """Publish ``event`` to the feed events topic, partitioned by ``key``."""
+    topic = Topic.FEED_EVENTS.topic_name
+
+    def report(err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            metrics.EVENTS_PUBLISHED.labels(topic, event.type).inc()
+        else:
+            metrics.EVENTS_PUBLISH_FAILED.labels(topic, event.type).inc()
+            logger.error("event %s (%s) was not delivered: %s", event.event_id, event.type, err)
+
+    try:
+        message_publish(
+            topic=topic,
+            key=key,
+            value=event_encode(event),
+            headers=[("event_type", event.type), ("event_id", str(event.event_id))],
+            on_delivery=report,
+        )
+    except Exception:
+        metrics.EVENTS_PUBLISH_FAILED.labels(topic, event.type).inc()
+        raise

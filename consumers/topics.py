@@ -1,0 +1,64 @@
+"""Kafka topics and client configuration: the only place that knows topic names."""
+
+import enum
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class Topic(enum.Enum):
+    """Each member's value is the setting that names the topic."""
+
+    FEED_EVENTS = "FEED_EVENTS_TOPIC"
+    FEED_EVENTS_DLQ = "FEED_EVENTS_DLQ_TOPIC"
+
+    @property
+    def topic_name(self) -> str:
+        return getattr(settings, self.value)
+
+
+def kafka_config(**overrides: Any) -> dict[str, Any]:
+    """librdkafka properties shared by every client, with ``overrides`` on top."""
+    config: dict[str, Any] = {"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS}
+    config.update(settings.KAFKA_CLIENT_CONFIG)
+    config.update(overrides)
+    return config
+
+
+def topics_ensure(*, timeout: float = 15.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AdminClient(kafka_config())
+    wanted = [
+        NewTopic(
+            Topic.FEED_EVENTS.topic_name,
+            num_partitions=settings.FEED_EVENTS_PARTITIONS,
+            replication_factor=settings.KAFKA_REPLICATION_FACTOR,
+        ),
+        NewTopic(
+            Topic.FEED_EVENTS_DLQ.topic_name,
+            num_partitions=1,
+            replication_factor=settings.KAFKA_REPLICATION_FACTOR,
+        ),
+    ]
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [t for t in wanted if t.topic not in existing]
+    created = []
+    for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def broker_ping(*, timeout: float = 2.0) -> None:
+    """Raise KafkaException unless a broker answers a metadata request within ``timeout``."""
+    admin = AdminClient(kafka_config())
+    admin.list_topics(timeout=timeout)

@@ -1,0 +1,62 @@
+"""Cache-aside storage of rendered first feed pages in Redis.
+
+A page is stored as ``<generation>|<body>``. Invalidation bumps the user's generation
+and deletes the page, so a reader that rendered from PostgreSQL before a fan-out
+committed cannot leave a stale page behind: it stores the page under the generation it
+read first, which no longer matches.
+"""
+
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from feedsite.cache_keys import feed_generation_key, feed_page_key
+
+logger = logging.getLogger(__name__)
+
+# Generations outlive pages by far, so an expired counter cannot revive a stale page.
+GENERATION_TTL = 7 * 24 * 3600
+
+
+def page_lookup(user_id: int) -> tuple[bytes | None, bytes]:
+    """The cached page body (None on a miss) and the generation to store a fresh one under."""
+    try:
+        generation, page = get_redis_connection("default").mget(
+            feed_generation_key(user_id), feed_page_key(user_id)
+        )
+    except RedisError:
+        logger.warning("feed cache unavailable; reading from the database")
+        return None, b""
+    generation = generation or b"0"
+    if page is not None:
+        stored_generation, _, body = page.partition(b"|")
+        if stored_generation == generation:
+            return body, generation
+    return None, generation
+
+
+def page_store(user_id: int, *, generation: bytes, body: bytes) -> None:
+    if not generation:
+        return  # Redis was unreachable when the read began.
+    try:
+        get_redis_connection("default").set(
+            feed_page_key(user_id), generation + b"|" + body, ex=settings.FEED_CACHE_TTL
+        )
+    except RedisError:
+        logger.warning("feed cache unavailable; page not stored")
+
+
+def pages_invalidate(user_ids: Iterable[int]) -> None:
+    """Make every cached page of these users stale. Raises RedisError if Redis is down."""
+    pipe = get_redis_connection("default").pipeline(transaction=False)
+    for count, user_id in enumerate(user_ids, 1):
+        generation_key = feed_generation_key(user_id)
+        pipe.incr(generation_key)
+        pipe.expire(generation_key, GENERATION_TTL)
+        pipe.delete(feed_page_key(user_id))
+        if count % 1000 == 0:
+            pipe.execute()
+    pipe.execute()

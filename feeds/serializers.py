@@ -1,0 +1,17 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from feeds.cursor import InvalidCursor, cursor_decode
+
+
+class FeedQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        min_value=1, max_value=settings.FEED_PAGE_MAX, default=settings.FEED_PAGE_SIZE
+    )
+    cursor = serializers.CharField(required=False, max_length=64)
+
+    def validate_cursor(self, value: str) -> int:
+        try:
+            return cursor_decode(value)
+        except InvalidCursor as exc:
+            raise serializers.ValidationError(str(exc)) from None

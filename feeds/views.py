@@ -1,0 +1,28 @@
+from django.contrib.auth import get_user_model
+from django.http import HttpResponse
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from feeds.selectors import feed_page
+from feeds.serializers import FeedQuerySerializer
+
+User = get_user_model()
+
+
+class FeedView(APIView):
+    def get(self, request: Request, user_id: int) -> HttpResponse:
+        if request.user.pk != user_id and not request.user.is_staff:
+            raise PermissionDenied("You can only read your own feed.")
+        query = FeedQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            body = feed_page(
+                user_id=user_id,
+                limit=query.validated_data["limit"],
+                before_post_id=query.validated_data.get("cursor"),
+            )
+        except User.DoesNotExist:
+            raise NotFound("No user with this id.") from None
+        # Already rendered (and possibly straight from the cache): no serializer work here.
+        return HttpResponse(body, content_type="application/json")

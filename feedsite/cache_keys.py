@@ -1,0 +1,22 @@
+"""Every Redis key the project uses, built here and nowhere else."""
+
+from django.conf import settings
+
+
+def _prefix() -> str:
+    return settings.CACHES["default"].get("KEY_PREFIX") or "feedsite"
+
+
+def feed_page_key(user_id: int) -> str:
+    """The rendered first page of a user's feed, prefixed with its generation."""
+    return f"{_prefix()}:feed:{user_id}:page"
+
+
+def feed_generation_key(user_id: int) -> str:
+    """A counter bumped each time a user's feed changes; stale pages carry an older value."""
+    return f"{_prefix()}:feed:{user_id}:gen"
+
+
+def auth_token_key(token: str) -> str:
+    """The user an API token belongs to."""
+    return f"{_prefix()}:auth:token:{token}"

@@ -1,0 +1,26 @@
+"""gunicorn settings; every value can be overridden from the environment."""
+
+import os
+
+from prometheus_client import multiprocess
+
+# Address and port the API listens on. Defaults: 127.0.0.1 and 8000.
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# Worker processes; one per core is right for this I/O-light, CPU-bound API. Default: 2.
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_class = "gthread"
+# Threads per worker, covering time spent waiting on PostgreSQL and Redis. Default: 4.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Seconds a silent worker lives before it is restarted. Default: 30.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+wsgi_app = "feedsite.wsgi:application"
+
+
+def child_exit(server, worker):
+    # Keep a dead worker's counters in the sum, but drop its live gauges.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,33 @@
+"""Prometheus metrics of the API and the fan-out worker, defined once.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes every worker write its samples to shared
+files, and ``/metrics`` reports the sum over all workers.
+"""
+
+from prometheus_client import Counter, Histogram
+
+POSTS_CREATED = Counter("feed_posts_created", "Posts created through the API.")
+
+EVENTS_PUBLISHED = Counter("feed_events_published", "Events the broker acknowledged.", ["topic", "type"])
+EVENTS_PUBLISH_FAILED = Counter(
+    "feed_events_publish_failed", "Events that could not be delivered to the broker.", ["topic", "type"]
+)
+
+FEED_CACHE_HITS = Counter("feed_cache_hits", "Feed reads answered from the Redis page cache.")
+FEED_CACHE_MISSES = Counter("feed_cache_misses", "Cacheable feed reads that went to PostgreSQL.")
+
+FANOUT_EVENTS = Counter("feed_fanout_events", "Events the fan-out worker applied.", ["type"])
+FANOUT_ROWS = Counter(
+    "feed_fanout_rows", "Feed entries written by fan-out (a re-delivery writes them again)."
+)
+FANOUT_BATCH_DURATION = Histogram(
+    "feed_fanout_batch_duration_seconds",
+    "Time to apply one consumed batch, from decode to offset commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+POST_TO_FEED_LATENCY = Histogram(
+    "feed_post_to_feed_latency_seconds",
+    "From an event's occurred_at to the commit of its fan-out.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DEAD_LETTERS = Counter("feed_dead_letters", "Messages sent to the dead-letter queue.", ["error"])

@@ -1,0 +1,202 @@
+"""Settings for the feed system.
+
+Every value comes from the environment (read here and nowhere else) with a default that
+works against the local services. Production differs only by environment.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+# --- Core Django -------------------------------------------------------------------------
+
+# Debug mode; never on in production. Default: false.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+# Secret key for signing; required unless DJANGO_DEBUG is on.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+    SECRET_KEY = "insecure-debug-only-key"
+
+# Comma-separated host names this site serves. Default: 127.0.0.1,localhost.
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "posts",
+    "follows",
+    "feeds",
+    "consumers",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "feedsite.urls"
+WSGI_APPLICATION = "feedsite.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+# PostgreSQL connection URL. Default: postgres://postgres@127.0.0.1:5432/feeds.
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/feeds"),
+}
+DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# Seconds a database connection is kept open between requests. Default: 60.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis -------------------------------------------------------------------------------
+
+# Redis URL for the feed page and token caches. Default: redis://127.0.0.1:6379/0.
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "feedsite",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 2,
+            "SOCKET_TIMEOUT": 2,
+        },
+    }
+}
+
+# --- Kafka -------------------------------------------------------------------------------
+
+# Comma-separated Kafka bootstrap servers. Default: 127.0.0.1:9092.
+KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
+# Extra librdkafka properties (JSON object) merged into every client, e.g. SASL/TLS. Default: {}.
+KAFKA_CLIENT_CONFIG = env.json("KAFKA_CLIENT_CONFIG", default={})
+# Topic that carries feed events. Default: feed-events.
+FEED_EVENTS_TOPIC = env.str("FEED_EVENTS_TOPIC", default="feed-events")
+# Dead-letter topic for events the worker cannot process. Default: feed-events.dlq.
+FEED_EVENTS_DLQ_TOPIC = env.str("FEED_EVENTS_DLQ_TOPIC", default="feed-events.dlq")
+# Partitions created for the events topic; the upper bound on parallel workers. Default: 6.
+FEED_EVENTS_PARTITIONS = env.int("FEED_EVENTS_PARTITIONS", default=6)
+# Replication factor for created topics. Default: 1 (use 3 on a production cluster).
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
+# Milliseconds the producer waits to batch messages. Default: 5.
+KAFKA_PRODUCER_LINGER_MS = env.int("KAFKA_PRODUCER_LINGER_MS", default=5)
+# Seconds to wait for outstanding deliveries when a process exits. Default: 10.
+KAFKA_PRODUCER_FLUSH_TIMEOUT = env.float("KAFKA_PRODUCER_FLUSH_TIMEOUT", default=10.0)
+
+# --- Fan-out worker ----------------------------------------------------------------------
+
+# Consumer group of the run_fanout workers. Default: feed-fanout.
+FANOUT_GROUP_ID = env.str("FANOUT_GROUP_ID", default="feed-fanout")
+# Most messages the worker takes in one batch. Default: 500.
+FANOUT_BATCH_SIZE = env.int("FANOUT_BATCH_SIZE", default=500)
+# Milliseconds the worker waits to fill a batch. Default: 100.
+FANOUT_BATCH_MS = env.int("FANOUT_BATCH_MS", default=100)
+# Consumer group session timeout in milliseconds; joins wait about half of it. Default: 6000.
+FANOUT_SESSION_TIMEOUT_MS = env.int("FANOUT_SESSION_TIMEOUT_MS", default=6000)
+# Port on which run_fanout serves its Prometheus metrics (0 disables). Default: 9101.
+FANOUT_METRICS_PORT = env.int("FANOUT_METRICS_PORT", default=9101)
+# Address the worker's metrics server binds to. Default: 127.0.0.1.
+FANOUT_METRICS_HOST = env.str("FANOUT_METRICS_HOST", default="127.0.0.1")
+
+# --- Posts and feeds ---------------------------------------------------------------------
+
+# Longest post content, in characters. Default: 500.
+POST_MAX_LENGTH = env.int("POST_MAX_LENGTH", default=500)
+# Feed page size when no limit is given. Default: 20.
+FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
+# Largest feed page a client may ask for. Default: 100.
+FEED_PAGE_MAX = env.int("FEED_PAGE_MAX", default=100)
+# Seconds a cached first feed page lives in Redis. Default: 300.
+FEED_CACHE_TTL = env.int("FEED_CACHE_TTL", default=300)
+# Seconds an API token lookup is cached in Redis. Default: 300.
+AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)
+
+# --- API ---------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["follows.authentication.CachedTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Metrics -----------------------------------------------------------------------------
+
+PROMETHEUS_METRIC_NAMESPACE = ""
+
+# --- Logging -----------------------------------------------------------------------------
+
+# Log level of the project's loggers. Default: INFO.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+        for name in ("posts", "follows", "feeds", "consumers", "feedsite")
+    },
+}

@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.urls import path, register_converter
+from django_prometheus.exports import ExportToDjangoView
+
+from feeds.views import FeedView
+from feedsite.health import healthz, readyz
+from follows.views import FollowCreateView, TokenObtainView, UserCreateView
+from posts.views import PostCreateView, PostDetailView
+
+
+class IdConverter:
+    """A positive id that fits PostgreSQL's bigint; anything else does not match (404)."""
+
+    regex = "[1-9][0-9]{0,17}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
+
+urlpatterns = [
+    path("users", UserCreateView.as_view(), name="user-create"),
+    path("auth/token", TokenObtainView.as_view(), name="token-obtain"),
+    path("posts", PostCreateView.as_view(), name="post-create"),
+    path("posts/<id:post_id>", PostDetailView.as_view(), name="post-detail"),
+    path("follow", FollowCreateView.as_view(), name="follow-create"),
+    path("feeds/<id:user_id>", FeedView.as_view(), name="feed"),
+    path("metrics", ExportToDjangoView, name="metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

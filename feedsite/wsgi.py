@@ -1,0 +1,9 @@
+"""WSGI entry point, used by gunicorn (see feedsite/gunicorn.conf.py)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
+
+application = get_wsgi_application()

@@ -1,0 +1,23 @@
+from django.apps import AppConfig
+
+
+class FollowsConfig(AppConfig):
+    name = "follows"
+    verbose_name = "Accounts and follows"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, post_save
+        from rest_framework.authtoken.models import Token
+
+        from follows import receivers
+
+        post_delete.connect(
+            receivers.forget_cached_token, sender=Token, dispatch_uid="follows.forget_cached_token"
+        )
+        post_save.connect(
+            receivers.forget_cached_tokens_of_user,
+            sender=get_user_model(),
+            dispatch_uid="follows.forget_cached_tokens_of_user",
+        )

@@ -1,0 +1,26 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Follow(models.Model):
+    """``follower`` sees the posts of ``followee`` in their feed."""
+
+    follower = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="following", db_index=False
+    )
+    followee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="followers", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["follower", "followee"], name="follow_unique_pair"),
+            models.CheckConstraint(condition=~Q(follower=F("followee")), name="follow_not_self"),
+        ]
+        # Fan-out reads "followers of these authors": an index-only scan on this one.
+        indexes = [models.Index(fields=["followee", "follower"], name="follow_followee_follower")]
+
+    def __str__(self) -> str:
+        return f"{self.follower_id} follows {self.followee_id}"

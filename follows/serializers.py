@@ -1,0 +1,42 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from follows.models import Follow
+
+User = get_user_model()
+
+MAX_ID = 2**63 - 1
+
+
+class UserCreateSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    def validate_username(self, value: str) -> str:
+        field = User._meta.get_field(User.USERNAME_FIELD)
+        try:
+            field.run_validators(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        if User.objects.filter(**{f"{User.USERNAME_FIELD}__iexact": value}).exists():
+            raise serializers.ValidationError("A user with that username already exists.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        try:
+            validate_password(attrs["password"], User(username=attrs["username"]))
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": exc.messages}) from None
+        return attrs
+
+
+class FollowCreateSerializer(serializers.Serializer):
+    followee_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+class FollowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Follow
+        fields = ["follower_id", "followee_id", "created_at"]

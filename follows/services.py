@@ -1,0 +1,44 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from rest_framework.authtoken.models import Token
+
+from follows.models import Follow
+
+User = get_user_model()
+
+
+class FollowError(Exception):
+    """A follow that the rules forbid."""
+
+
+class UnknownUser(Exception):
+    pass
+
+
+@transaction.atomic
+def user_create(*, username: str, password: str) -> tuple[AbstractBaseUser, Token]:
+    """Create an account and its API token; raises IntegrityError if the name is taken."""
+    user = User.objects.create_user(username=username, password=password)
+    token = Token.objects.create(user=user)
+    return user, token
+
+
+def token_get_or_create(*, user: AbstractBaseUser) -> Token:
+    """The user's API token, created on first use."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return token
+
+
+def follow_create(*, follower: AbstractBaseUser, followee_id: int) -> tuple[Follow, bool]:
+    """Make ``follower`` follow ``followee_id``; return the follow and whether it is new."""
+    if followee_id == follower.pk:
+        raise FollowError("You cannot follow yourself.")
+    if not User.objects.filter(pk=followee_id).exists():
+        raise UnknownUser(followee_id)
+    try:
+        with transaction.atomic():
+            return Follow.objects.get_or_create(follower_id=follower.pk, followee_id=followee_id)
+    except IntegrityError:
+        # The followee was deleted between the check and the insert.
+        raise UnknownUser(followee_id) from None
