@@ -7,7 +7,13 @@ from posts.models import Post
 
 
 class PostCreateSerializer(serializers.Serializer):
-    content = serializers.CharField(max_length=settings.POST_MAX_LENGTH)
+    content = serializers.CharField()
+
+    def validate_content(self, value: str) -> str:
+        limit = settings.POST_MAX_LENGTH
+        if len(value) > limit:
+            raise serializers.ValidationError(f"Ensure this field has no more than {limit} characters.")
+        return value
 
 
 def post_json(post: Post, *, author_username: str | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings.base")
 
 
 def log(message: str) -> None:

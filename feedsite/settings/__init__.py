@@ -1,3 +1,1 @@
-"""Settings package: ``base`` holds everything; ``test`` adjusts it for the suite."""
-
-from .base import *  # noqa: F403
+"""Settings: ``base`` for every deployment (configured by environment), ``test`` for the suite."""

@@ -96,7 +96,8 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "feedsite",
+        # Prefix of every Redis key. Default: feedsite.
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="feedsite"),
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
             "SOCKET_CONNECT_TIMEOUT": 2,

@@ -1,18 +1,22 @@
-"""Settings for the test suite: the real services, isolated from development data."""
+"""Settings for the test suite: the real services, kept apart from development data.
+
+Defaults are set in the environment before ``base`` reads it, so that a process the
+suite starts (``run_fanout``, gunicorn) can be given exactly the same configuration.
+"""
 
 import os
 
-os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_ENV_DEFAULTS = {
+    "DJANGO_SECRET_KEY": "test-only-secret-key",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
+    "CACHE_KEY_PREFIX": "feedsite-test",
+    "FANOUT_GROUP_ID": "test-feed-fanout",
+    "FANOUT_METRICS_PORT": "0",
+    "FANOUT_SESSION_TIMEOUT_MS": "6000",
+}
+for _name, _value in TEST_ENV_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
-from .base import *  # noqa: F403
-from .base import CACHES, env
+from .base import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-CACHES["default"]["KEY_PREFIX"] = "feedsite-test"
-# The suite starts its own broker; its address replaces this at session start.
-KAFKA_BOOTSTRAP_SERVERS = env.str("TEST_KAFKA_BOOTSTRAP_SERVERS", default="")
-FEED_EVENTS_TOPIC = "test-feed-events"
-FEED_EVENTS_DLQ_TOPIC = "test-feed-events.dlq"
-FANOUT_GROUP_ID = "test-feed-fanout"
-FANOUT_METRICS_PORT = 0

@@ -1,0 +1,84 @@
+"""Shared fixtures: a broker for the session, fresh topics and Redis per test, factories."""
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.contrib.auth import get_user_model
+from django_redis import get_redis_connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from consumers import producer
+from consumers.devbroker import broker_start, broker_stop
+from consumers.topics import topics_ensure
+from feedsite.testing import free_port
+
+User = get_user_model()
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A dev broker of our own for the session, unless TEST_KAFKA_BOOTSTRAP_SERVERS names one."""
+    external = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    bootstrap = f"127.0.0.1:{free_port()}"
+    process = broker_start(bootstrap, log=tmp_path_factory.mktemp("broker") / "broker.log")
+    try:
+        yield bootstrap
+    finally:
+        broker_stop(process)
+
+
+@pytest.fixture(autouse=True)
+def kafka(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:
+    """Every test gets its own topics and consumer group on the session broker."""
+    suffix = f"{os.getpid()}-{next(_names)}"
+    settings.KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap
+    settings.FEED_EVENTS_TOPIC = f"test-feed-events-{suffix}"
+    settings.FEED_EVENTS_DLQ_TOPIC = f"test-feed-events-{suffix}.dlq"
+    settings.FANOUT_GROUP_ID = f"test-fanout-{suffix}"
+    settings.FEED_EVENTS_PARTITIONS = 3
+    producer.producer_reset()
+    topics_ensure()
+    yield {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FEED_EVENTS_TOPIC": settings.FEED_EVENTS_TOPIC,
+        "FEED_EVENTS_DLQ_TOPIC": settings.FEED_EVENTS_DLQ_TOPIC,
+        "FANOUT_GROUP_ID": settings.FANOUT_GROUP_ID,
+        "FEED_EVENTS_PARTITIONS": "3",
+    }
+    producer.producer_reset()
+
+
+@pytest.fixture(autouse=True)
+def redis_clean() -> Iterator[None]:
+    """The suite's Redis database (15 by default) starts empty for every test."""
+    redis = get_redis_connection("default")
+    redis.flushdb()
+    yield
+    redis.flushdb()
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., User]:
+    def make(username: str | None = None, **extra: object) -> User:
+        username = username or f"user{next(_names)}"
+        return User.objects.create_user(username=username, password="pw-Secret-123", **extra)
+
+    return make
+
+
+@pytest.fixture
+def client_for() -> Callable[[User], APIClient]:
+    def make(user: User) -> APIClient:
+        token, _ = Token.objects.get_or_create(user=user)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make

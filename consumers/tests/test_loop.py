@@ -1,0 +1,211 @@
+import json
+import time
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from django.db.utils import OperationalError
+from prometheus_client import REGISTRY
+
+from consumers import handlers
+from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
+from consumers.loop import FanoutWorker, consumer_build
+from consumers.models import DeadLetter
+from consumers.producer import message_publish, producer_flush
+from feeds import cache
+from feeds.models import FeedEntry
+from feedsite.testing import topic_read
+from follows.models import Follow
+from posts.models import Post
+
+
+@pytest.fixture
+def worker(settings):
+    """A worker assigned every partition from the start (no group join to wait for)."""
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    worker = FanoutWorker(
+        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
+    )
+    yield worker
+    consumer.close()
+
+
+def publish(settings, *values: bytes, key: str = "1") -> None:
+    for value in values:
+        message_publish(topic=settings.FEED_EVENTS_TOPIC, key=key, value=value)
+    assert producer_flush(10) == 0
+
+
+def created(post: Post) -> bytes:
+    event = event_build(
+        event_type=POST_CREATED, payload=PostCreated(post_id=post.pk, author_id=post.author_id)
+    )
+    return event_encode(event)
+
+
+def drain(worker: FanoutWorker, count: int, timeout: float = 30.0) -> None:
+    """Run batches until ``count`` messages were consumed."""
+    seen, deadline = 0, time.monotonic() + timeout
+    while seen < count:
+        assert time.monotonic() < deadline, f"consumed {seen} of {count}"
+        seen += worker.run_once()
+
+
+def committed(worker: FanoutWorker, settings) -> int:
+    partitions = [
+        TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)
+    ]
+    return sum(max(tp.offset, 0) for tp in worker.consumer.committed(partitions, timeout=10))
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+@pytest.mark.django_db
+def test_worker_fans_out_a_batch_and_commits_its_offsets(worker, settings, make_user):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(5)]
+    latency_before = sample("feed_post_to_feed_latency_seconds_count")
+    publish(settings, *(created(p) for p in posts), key=str(author.pk))
+
+    drain(worker, 5)
+
+    assert set(FeedEntry.objects.values_list("user_id", "post_id")) == {
+        (user.pk, post.pk) for user in (author, fan) for post in posts
+    }
+    assert committed(worker, settings) == 5
+    assert sample("feed_post_to_feed_latency_seconds_count") == latency_before + 5
+
+
+@pytest.mark.django_db
+def test_poison_goes_to_the_dlq_topic_and_table_and_the_worker_moves_on(worker, settings, make_user):
+    author = make_user()
+    good = Post.objects.create(author=author, content="good")
+    poison = [
+        b"{not json",
+        json.dumps({"type": POST_CREATED, "version": 1}).encode(),
+        json.loads(created(good)) | {"type": "post.exploded"},
+    ]
+    poison[2] = json.dumps(poison[2]).encode()
+    dead_before = sample("feed_dead_letters_total", error="UndecodableEvent")
+    publish(settings, *poison, created(good))
+
+    drain(worker, 4)
+
+    assert FeedEntry.objects.filter(user_id=author.pk, post_id=good.pk).exists()
+    rows = list(DeadLetter.objects.order_by("offset"))
+    assert [r.error_class for r in rows] == ["UndecodableEvent", "InvalidEvent", "UnknownEventType"]
+    assert [bytes(r.value) for r in rows] == poison
+    assert {r.topic for r in rows} == {settings.FEED_EVENTS_TOPIC}
+    assert {r.consumer_group for r in rows} == {settings.FANOUT_GROUP_ID}
+    assert all(r.status == DeadLetter.Status.PENDING and r.traceback for r in rows)
+    assert committed(worker, settings) == 4
+    assert sample("feed_dead_letters_total", error="UndecodableEvent") == dead_before + 1
+
+    dlq = topic_read(settings.FEED_EVENTS_DLQ_TOPIC, count=3)
+    headers = [
+        dict(m.headers()) for m in sorted(dlq, key=lambda m: int(dict(m.headers())["dlq.original.offset"]))
+    ]
+    assert [m.value() for m in sorted(dlq, key=lambda m: m.offset())] == poison
+    for row, header in zip(rows, headers, strict=True):
+        assert header["dlq.original.topic"] == settings.FEED_EVENTS_TOPIC.encode()
+        assert header["dlq.original.partition"] == str(row.partition).encode()
+        assert header["dlq.original.offset"] == str(row.offset).encode()
+        assert header["dlq.error.class"] == row.error_class.encode()
+        assert header["dlq.consumer.group"] == settings.FANOUT_GROUP_ID.encode()
+        assert header["dlq.error.message"]
+        assert header["dlq.failed_at"]
+
+
+@pytest.mark.django_db
+def test_reprocessing_the_same_messages_changes_nothing(worker, settings, make_user):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    post = Post.objects.create(author=author, content="once")
+    publish(settings, created(post), created(post), b"garbage")
+    drain(worker, 3)
+    before = sorted(FeedEntry.objects.values_list("user_id", "post_id"))
+
+    # Rewind, as a crash before the offset commit would.
+    worker.consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    drain(worker, 3)
+
+    assert sorted(FeedEntry.objects.values_list("user_id", "post_id")) == before
+    assert len(before) == 2
+    assert DeadLetter.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_handler_failure_dead_letters_only_the_failing_event(worker, settings, make_user, monkeypatch):
+    author = make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(3)]
+    real = handlers.HANDLERS[POST_CREATED]
+
+    def fails_on_the_middle_post(events):
+        if any(e.payload.post_id == posts[1].pk for e in events):
+            raise ValueError("cannot handle this one")
+        return real(events)
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, fails_on_the_middle_post)
+    publish(settings, *(created(p) for p in posts))
+
+    drain(worker, 3)
+
+    assert set(FeedEntry.objects.values_list("post_id", flat=True)) == {posts[0].pk, posts[2].pk}
+    [row] = DeadLetter.objects.all()
+    assert row.error_class == "ValueError"
+    assert "cannot handle this one" in row.error_message
+    assert json.loads(bytes(row.value))["payload"]["post_id"] == posts[1].pk
+
+
+@pytest.mark.django_db
+def test_cached_pages_of_touched_feeds_are_invalidated(worker, settings, make_user, client_for):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    client = client_for(fan)
+    assert client.get(f"/feeds/{fan.pk}").json()["results"] == []
+    assert cache.page_lookup(fan.pk)[0] is not None
+    post = Post.objects.create(author=author, content="fresh")
+    publish(settings, created(post))
+
+    drain(worker, 1)
+
+    assert cache.page_lookup(fan.pk)[0] is None
+    assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_is_retried_not_dead_lettered(worker, settings, make_user, monkeypatch):
+    real = handlers.HANDLERS[POST_CREATED]
+    calls = []
+
+    def flaky(events):
+        calls.append(len(events))
+        if len(calls) < 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(events)
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, flaky)
+    monkeypatch.setattr("consumers.loop.RETRY_BACKOFF_MIN", 0.05)
+    # Committed for real, so the post_save receiver publishes its event.
+    post = Post.objects.create(author=make_user(), content="eventually")
+    assert producer_flush(10) == 0
+
+    drain(worker, 1)
+
+    assert len(calls) == 3
+    assert FeedEntry.objects.filter(post_id=post.pk).exists()
+    assert not DeadLetter.objects.exists()
+    assert committed(worker, settings) == 1

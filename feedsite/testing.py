@@ -1,0 +1,98 @@
+"""Helpers for the test suite: polling with a deadline, reading topics, child processes."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Message
+from django.conf import settings
+
+from consumers.topics import kafka_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = ""):
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def topic_read(topic: str, *, count: int, timeout: float = 30.0) -> list[Message]:
+    """Read the first ``count`` messages of ``topic`` (all partitions), failing after ``timeout``."""
+    consumer = Consumer(
+        kafka_config(
+            **{
+                "group.id": f"test-reader-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+            }
+        )
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < count and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(count - len(messages), 0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    assert len(messages) >= count, f"read {len(messages)} of {count} messages from {topic}"
+    return messages
+
+
+def subprocess_env(kafka_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """Environment for a child process that must see the suite's database, Redis and topics."""
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    env = {
+        **os.environ,
+        **kafka_env,
+        "DJANGO_SETTINGS_MODULE": "feedsite.settings.test",
+        "DATABASE_URL": f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def start_manage(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as stream:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=env,
+            cwd=ROOT,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout)
