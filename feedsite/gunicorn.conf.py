@@ -1,6 +1,7 @@
 """gunicorn settings; every value can be overridden from the environment."""
 
 import os
+from pathlib import Path
 
 from prometheus_client import multiprocess
 
@@ -18,6 +19,15 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 wsgi_app = "feedsite.wsgi:application"
+
+
+def on_starting(server):
+    # Samples left by an earlier run would be added to this run's sums.
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink()
 
 
 def child_exit(server, worker):

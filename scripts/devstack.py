@@ -7,7 +7,6 @@ until Ctrl-C or SIGTERM, which stops them all.
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -81,10 +80,8 @@ def run() -> int:
     status = 0
     try:
         manage("create_topics")
-        metrics_dir = RUN_DIR / "prometheus"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        api_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        # gunicorn empties this directory at start (feedsite/gunicorn.conf.py).
+        api_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "prometheus")}
         children["api"] = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite" / "gunicorn.conf.py")],
             env=api_env,

@@ -1,0 +1,120 @@
+"""docker-compose.yml cannot run here, so check that it agrees with the code and settings."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def expand(value: object) -> str:
+    """Apply compose's ${VAR:-default} interpolation with every variable unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def env_of(service: dict) -> dict[str, str]:
+    return {k: expand(v) for k, v in service.get("environment", {}).items()}
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable the settings and the gunicorn config read."""
+    base = (ROOT / "feedsite/settings/base.py").read_text()
+    gunicorn = (ROOT / "feedsite/gunicorn.conf.py").read_text()
+    names = set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', base))
+    names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', gunicorn))
+    names |= set(re.findall(r"os\.environ\.get\('([A-Z0-9_]+)'", gunicorn))
+    return names | {"PROMETHEUS_MULTIPROC_DIR"}
+
+
+def test_the_stack_has_every_service_with_a_healthcheck(services):
+    assert {"postgres", "redis", "kafka", "api", "fanout", "prometheus"} <= set(services)
+    assert not any("zookeeper" in name or "zookeeper" in str(s.get("image")) for name, s in services.items())
+    for name in ("postgres", "redis", "kafka", "api", "fanout", "prometheus"):
+        assert services[name]["healthcheck"]["test"], name
+
+
+def test_kafka_is_apache_kafka_in_kraft_mode(services):
+    kafka = services["kafka"]
+    env = env_of(kafka)
+    assert kafka["image"].startswith("apache/kafka:")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@kafka:")
+
+
+def test_apps_reach_the_services_as_compose_defines_them(services):
+    kafka_env = env_of(services["kafka"])
+    advertised = dict(
+        listener.split("://") for listener in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    )
+    postgres_env = env_of(services["postgres"])
+    for name in ("api", "fanout", "init"):
+        env = env_of(services[name])
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == advertised["INTERNAL"], name
+        db = urlsplit(env["DATABASE_URL"])
+        assert (db.hostname, db.port) == ("postgres", 5432)
+        assert db.username == postgres_env["POSTGRES_USER"]
+        assert db.password == postgres_env["POSTGRES_PASSWORD"]
+        assert db.path.lstrip("/") == postgres_env["POSTGRES_DB"]
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+        assert env["DJANGO_DEBUG"] == "false"
+
+
+def test_every_app_variable_is_a_setting_the_code_reads(services):
+    known = settings_env_names()
+    for name in ("api", "fanout", "init"):
+        unknown = set(env_of(services[name])) - known
+        assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+
+
+def test_commands_ports_and_scrape_targets_agree(services):
+    api_env, fanout_env = env_of(services["api"]), env_of(services["fanout"])
+    assert "gunicorn" in services["api"]["command"]
+    assert services["fanout"]["command"][-2:] == ["manage.py", "run_fanout"]
+    assert f"127.0.0.1:{api_env['PORT']}:{api_env['PORT']}" in services["api"]["ports"]
+    assert api_env["HOST"] == "0.0.0.0"
+    assert fanout_env["FANOUT_METRICS_HOST"] == "0.0.0.0"
+    assert "PROMETHEUS_MULTIPROC_DIR" in api_env
+
+    volume = services["prometheus"]["volumes"][0].split(":")[0]
+    scrape = yaml.safe_load((ROOT / volume).read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    assert targets["api"] == [f"api:{api_env['PORT']}"]
+    assert targets["fanout"] == [f"fanout:{fanout_env['FANOUT_METRICS_PORT']}"]
+
+
+def test_the_app_environment_loads_as_settings(services, tmp_path):
+    env = {
+        **env_of(services["api"]),
+        "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+        # The image creates this directory; gunicorn empties it at start.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "d = s.DATABASES['default']; "
+        "print(d['HOST'], d['NAME'], s.KAFKA_BOOTSTRAP_SERVERS, s.DEBUG, s.FEED_EVENTS_TOPIC)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["postgres", "feeds", "kafka:29092", "False", "feed-events"]
+
+
+def test_the_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = {name for name in settings_env_names() if f"`{name}`" not in readme}
+    assert not missing, f"README lacks: {sorted(missing)}"

@@ -1,0 +1,62 @@
+import pytest
+from django.test import Client
+
+from consumers import producer
+from feedsite.testing import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_while_the_process_is_up():
+    response = Client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_when_every_service_answers():
+    response = Client().get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok", "kafka": "ok"}
+
+
+def test_readyz_names_the_broker_when_it_is_down(settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"
+    producer.producer_reset()
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["kafka"]
+    producer.producer_reset()
+
+
+def test_readyz_names_redis_when_it_is_down(settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1},
+        }
+    }
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["redis"]
+
+
+def test_metrics_are_exported_for_prometheus():
+    body = Client().get("/metrics").content.decode()
+
+    for name in (
+        "feed_posts_created_total",
+        "feed_cache_hits_total",
+        "feed_cache_misses_total",
+        "feed_fanout_rows_total",
+        "feed_fanout_batch_duration_seconds_bucket",
+        "feed_post_to_feed_latency_seconds_bucket",
+        "django_http_requests_total_by_view_transport_method_total",
+    ):
+        assert name in body
