@@ -19,4 +19,6 @@ for _name, _value in TEST_ENV_DEFAULTS.items():
 
 from .base import *  # noqa: E402, F403
 
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
