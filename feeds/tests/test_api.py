@@ -48,6 +48,10 @@ def test_staff_can_read_any_feed_and_gets_404_for_unknown_users(make_user, clien
 
     assert client.get(f"/feeds/{ada.pk}").status_code == 200
     assert client.get("/feeds/987654321").status_code == 404
+    assert client.get(f"/feeds/{10**17}").status_code == 404
+    assert client.get(f"/feeds/{10**17}?cursor={cursor_encode(5)}").status_code == 404
+    assert client.get("/feeds/0").status_code == 404
+    assert client.get("/feeds/-1").status_code == 404
 
 
 def test_feed_needs_authentication(make_user):

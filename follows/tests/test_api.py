@@ -113,8 +113,9 @@ def test_follow_rejects_invalid_ids(make_user, client_for, followee_id):
     assert "followee_id" in response.json()
 
 
-def test_follow_unknown_user_is_404(make_user, client_for):
-    response = client_for(make_user()).post("/follow", {"followee_id": 987654321}, format="json")
+@pytest.mark.parametrize("followee_id", [987654321, 2**31, 2**63 - 1])
+def test_follow_unknown_user_is_404(make_user, client_for, followee_id):
+    response = client_for(make_user()).post("/follow", {"followee_id": followee_id}, format="json")
 
     assert response.status_code == 404
     assert not Follow.objects.exists()
