@@ -41,6 +41,7 @@ def producer_get() -> Producer:
                         "enable.idempotence": True,
                         "acks": "all",
                         "linger.ms": settings.KAFKA_PRODUCER_LINGER_MS,
+                        "message.timeout.ms": settings.KAFKA_MESSAGE_TIMEOUT_MS,
                         "client.id": f"feedsite-{pid}",
                     }
                 )

@@ -4,7 +4,7 @@ Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes every worker write its samples to
 files, and ``/metrics`` reports the sum over all workers.
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 POSTS_CREATED = Counter("feed_posts_created", "Posts created through the API.")
 
@@ -31,3 +31,13 @@ POST_TO_FEED_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 DEAD_LETTERS = Counter("feed_dead_letters", "Messages sent to the dead-letter queue.", ["error"])
+
+OUTBOX_RELAYED = Counter(
+    "feed_outbox_relayed", "Outbox rows the relay published (the fast path missed them)."
+)
+OUTBOX_BACKLOG = Gauge(
+    "feed_outbox_backlog", "Outbox rows not yet acknowledged by the broker.", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "feed_outbox_oldest_age_seconds", "Age of the oldest unacknowledged outbox row.", multiprocess_mode="max"
+)

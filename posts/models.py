@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -20,3 +20,9 @@ class Post(models.Model):
 
     def __str__(self) -> str:
         return f"Post {self.pk} by {self.author_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The post_save receiver stores the post's event in the outbox; both must commit
+        # together even when the caller runs in autocommit mode.
+        with transaction.atomic():
+            super().save(*args, **kwargs)

@@ -1,12 +1,9 @@
-"""Announce post changes as events once their transaction commits."""
+"""Announce post changes as events, stored in the same transaction as the change."""
 
-from functools import partial
 from typing import Any
 
-from django.db import transaction
-
 from consumers.events import POST_CREATED, PostCreated, event_build
-from consumers.producer import event_publish
+from consumers.outbox import outbox_enqueue
 from posts.models import Post
 
 
@@ -17,5 +14,5 @@ def announce_post_created(sender: type[Post], instance: Post, created: bool, **k
         event_type=POST_CREATED,
         payload=PostCreated(post_id=instance.pk, author_id=instance.author_id),
     )
-    # robust: the post is already committed, so a broker error must not turn into a 500.
-    transaction.on_commit(partial(event_publish, event=event, key=str(instance.author_id)), robust=True)
+    # Published once the transaction commits; see consumers.outbox.
+    outbox_enqueue(event=event, key=str(instance.author_id))

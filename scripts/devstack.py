@@ -1,8 +1,8 @@
 """Run the whole feed system locally in the foreground: ``make run``.
 
 Creates and migrates the database, starts the dev broker when nothing answers at
-KAFKA_BOOTSTRAP_SERVERS, creates the topics, then runs gunicorn and the fan-out worker
-until Ctrl-C or SIGTERM, which stops them all.
+KAFKA_BOOTSTRAP_SERVERS, creates the topics, then runs gunicorn, the fan-out worker and
+the outbox relay until Ctrl-C or SIGTERM, which stops them all.
 """
 
 import argparse
@@ -87,9 +87,8 @@ def run() -> int:
             env=api_env,
             cwd=ROOT,
         )
-        children["fanout"] = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "run_fanout"], cwd=ROOT
-        )
+        for name, command in (("fanout", "run_fanout"), ("relay", "run_outbox_relay")):
+            children[name] = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command], cwd=ROOT)
         port = os.environ.get("PORT", "8000")
         log(f"serving the API on http://{os.environ.get('HOST', '127.0.0.1')}:{port}; Ctrl-C stops")
         while not stopping:

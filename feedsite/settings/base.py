@@ -124,6 +124,23 @@ KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 KAFKA_PRODUCER_LINGER_MS = env.int("KAFKA_PRODUCER_LINGER_MS", default=5)
 # Seconds to wait for outstanding deliveries when a process exits. Default: 10.
 KAFKA_PRODUCER_FLUSH_TIMEOUT = env.float("KAFKA_PRODUCER_FLUSH_TIMEOUT", default=10.0)
+# Milliseconds the producer keeps retrying one message before reporting it failed. Default: 30000.
+KAFKA_MESSAGE_TIMEOUT_MS = env.int("KAFKA_MESSAGE_TIMEOUT_MS", default=30000)
+
+# --- Outbox relay ------------------------------------------------------------------------
+
+# Most outbox rows the relay publishes per batch. Default: 500.
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
+# Seconds a row is left to the on-commit fast path before the relay publishes it. Default: 5.
+OUTBOX_RELAY_GRACE_SECONDS = env.float("OUTBOX_RELAY_GRACE_SECONDS", default=5.0)
+# Milliseconds the relay sleeps when it finds nothing to do. Default: 500.
+OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=500)
+# Longest pause, in seconds, between relay attempts while the broker is down. Default: 30.
+OUTBOX_RELAY_BACKOFF_MAX = env.float("OUTBOX_RELAY_BACKOFF_MAX", default=30.0)
+# Seconds sent outbox rows are kept before they are pruned. Default: 600.
+OUTBOX_RETENTION_SECONDS = env.int("OUTBOX_RETENTION_SECONDS", default=600)
+# Port on which the relay serves its Prometheus metrics (0 disables). Default: 9102.
+OUTBOX_RELAY_METRICS_PORT = env.int("OUTBOX_RELAY_METRICS_PORT", default=9102)
 
 # --- Fan-out worker ----------------------------------------------------------------------
 
@@ -137,8 +154,8 @@ FANOUT_BATCH_MS = env.int("FANOUT_BATCH_MS", default=100)
 FANOUT_SESSION_TIMEOUT_MS = env.int("FANOUT_SESSION_TIMEOUT_MS", default=6000)
 # Port on which run_fanout serves its Prometheus metrics (0 disables). Default: 9101.
 FANOUT_METRICS_PORT = env.int("FANOUT_METRICS_PORT", default=9101)
-# Address the worker's metrics server binds to. Default: 127.0.0.1.
-FANOUT_METRICS_HOST = env.str("FANOUT_METRICS_HOST", default="127.0.0.1")
+# Address the worker's and the relay's metrics servers bind to. Default: 127.0.0.1.
+METRICS_HOST = env.str("METRICS_HOST", default="127.0.0.1")
 
 # --- Posts and feeds ---------------------------------------------------------------------
 

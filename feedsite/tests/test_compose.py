@@ -42,9 +42,9 @@ def settings_env_names() -> set[str]:
 
 
 def test_the_stack_has_every_service_with_a_healthcheck(services):
-    assert {"postgres", "redis", "kafka", "api", "fanout", "prometheus"} <= set(services)
+    assert {"postgres", "redis", "kafka", "api", "fanout", "relay", "prometheus"} <= set(services)
     assert not any("zookeeper" in name or "zookeeper" in str(s.get("image")) for name, s in services.items())
-    for name in ("postgres", "redis", "kafka", "api", "fanout", "prometheus"):
+    for name in ("postgres", "redis", "kafka", "api", "fanout", "relay", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
 
 
@@ -62,7 +62,7 @@ def test_apps_reach_the_services_as_compose_defines_them(services):
         listener.split("://") for listener in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     )
     postgres_env = env_of(services["postgres"])
-    for name in ("api", "fanout", "init"):
+    for name in ("api", "fanout", "relay", "init"):
         env = env_of(services[name])
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == advertised["INTERNAL"], name
         db = urlsplit(env["DATABASE_URL"])
@@ -76,7 +76,7 @@ def test_apps_reach_the_services_as_compose_defines_them(services):
 
 def test_every_app_variable_is_a_setting_the_code_reads(services):
     known = settings_env_names()
-    for name in ("api", "fanout", "init"):
+    for name in ("api", "fanout", "relay", "init"):
         unknown = set(env_of(services[name])) - known
         assert not unknown, f"{name} sets variables nothing reads: {unknown}"
 
@@ -85,9 +85,10 @@ def test_commands_ports_and_scrape_targets_agree(services):
     api_env, fanout_env = env_of(services["api"]), env_of(services["fanout"])
     assert "gunicorn" in services["api"]["command"]
     assert services["fanout"]["command"][-2:] == ["manage.py", "run_fanout"]
+    assert services["relay"]["command"][-2:] == ["manage.py", "run_outbox_relay"]
     assert f"127.0.0.1:{api_env['PORT']}:{api_env['PORT']}" in services["api"]["ports"]
     assert api_env["HOST"] == "0.0.0.0"
-    assert fanout_env["FANOUT_METRICS_HOST"] == "0.0.0.0"
+    assert fanout_env["METRICS_HOST"] == "0.0.0.0"
     assert "PROMETHEUS_MULTIPROC_DIR" in api_env
 
     volume = services["prometheus"]["volumes"][0].split(":")[0]
@@ -95,6 +96,9 @@ def test_commands_ports_and_scrape_targets_agree(services):
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
     assert targets["api"] == [f"api:{api_env['PORT']}"]
     assert targets["fanout"] == [f"fanout:{fanout_env['FANOUT_METRICS_PORT']}"]
+    relay_env = env_of(services["relay"])
+    assert targets["relay"] == [f"relay:{relay_env['OUTBOX_RELAY_METRICS_PORT']}"]
+    assert relay_env["METRICS_HOST"] == "0.0.0.0"
 
 
 def test_the_app_environment_loads_as_settings(services, tmp_path):

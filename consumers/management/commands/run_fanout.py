@@ -27,7 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["metrics_port"]:
-            start_http_server(options["metrics_port"], addr=settings.FANOUT_METRICS_HOST)
+            start_http_server(options["metrics_port"], addr=settings.METRICS_HOST)
         worker = FanoutWorker(
             consumer=consumer_build(
                 group_id=options["group"], session_timeout_ms=settings.FANOUT_SESSION_TIMEOUT_MS

@@ -1,0 +1,52 @@
+import datetime
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from prometheus_client import start_http_server
+
+from consumers.outbox import OutboxRelay, relay_loop
+
+logger = logging.getLogger("consumers.run_outbox_relay")
+
+
+class Command(BaseCommand):
+    help = "Publish outbox rows the broker has not acknowledged (after outages and crashes)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--batch-size", type=int, default=settings.OUTBOX_RELAY_BATCH_SIZE)
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.OUTBOX_RELAY_METRICS_PORT,
+            help="port for Prometheus metrics, 0 to disable",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["metrics_port"]:
+            start_http_server(options["metrics_port"], addr=settings.METRICS_HOST)
+        relay = OutboxRelay(
+            batch_size=options["batch_size"],
+            grace=datetime.timedelta(seconds=settings.OUTBOX_RELAY_GRACE_SECONDS),
+            retention=datetime.timedelta(seconds=settings.OUTBOX_RETENTION_SECONDS),
+            flush_timeout=settings.KAFKA_PRODUCER_FLUSH_TIMEOUT,
+        )
+        stopping = False
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            logger.info("%s received: stopping after this batch", signal.Signals(signum).name)
+            stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        logger.info("outbox relay started")
+        relay_loop(
+            relay,
+            idle=settings.OUTBOX_RELAY_INTERVAL_MS / 1000,
+            backoff_max=settings.OUTBOX_RELAY_BACKOFF_MAX,
+            stopping=lambda: stopping,
+        )
+        logger.info("outbox relay stopped")

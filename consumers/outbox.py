@@ -1,0 +1,180 @@
+"""The transactional outbox: an event is stored in the transaction of the change it
+announces, so a committed change always has its event, and a rolled-back one never does.
+
+Publication has two paths. The fast path publishes the row as soon as the transaction
+commits. The relay publishes every row the broker has not acknowledged after
+``OUTBOX_RELAY_GRACE_SECONDS``, which covers a broker outage and a process that died
+between the commit and the publish. Either path may publish a row twice; consumers are
+idempotent. Rows are marked sent only from a delivery report, then pruned.
+"""
+
+import datetime
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from confluent_kafka import KafkaError, Message
+from django.db import connection, transaction
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from consumers.events import Event, event_encode
+from consumers.models import OutboxMessage
+from consumers.producer import message_publish, producer_flush
+from consumers.topics import Topic
+from feedsite import metrics
+
+logger = logging.getLogger(__name__)
+
+# Any constant unique to this project: only one relay publishes at a time.
+RELAY_LOCK_ID = 0x6665656473
+
+
+def outbox_enqueue(*, event: Event, key: str) -> OutboxMessage:
+    """Store ``event`` for publication when the current transaction commits."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("outbox_enqueue must run inside the transaction of the change")
+    row = OutboxMessage.objects.create(
+        topic=Topic.FEED_EVENTS.topic_name,
+        key=key,
+        value=event_encode(event),
+        headers=[["event_type", event.type], ["event_id", str(event.event_id)]],
+    )
+    # robust: the change is committed either way; the relay retries what this misses.
+    transaction.on_commit(partial(outbox_publish, rows=[row]), robust=True)
+    return row
+
+
+@dataclass
+class Deliveries:
+    """Delivery reports of one publish call, filled in by the producer's callbacks."""
+
+    expected: int
+    acked: list[int] = field(default_factory=list)
+    failed: list[KafkaError] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.acked) == self.expected
+
+
+def outbox_publish(*, rows: Sequence[OutboxMessage]) -> Deliveries:
+    """Queue ``rows`` on the producer; each is marked sent when its delivery is reported."""
+    deliveries = Deliveries(expected=len(rows))
+    for row in rows:
+        headers = [(name, value) for name, value in row.headers]
+        event_type = dict(row.headers).get("event_type", "")
+        message_publish(
+            topic=row.topic,
+            key=row.key,
+            value=bytes(row.value),
+            headers=headers,
+            on_delivery=partial(_report, row.pk, event_type, deliveries),
+        )
+    return deliveries
+
+
+def _report(
+    row_id: int, event_type: str, deliveries: Deliveries, err: KafkaError | None, msg: Message
+) -> None:
+    if err is not None:
+        deliveries.failed.append(err)
+        metrics.EVENTS_PUBLISH_FAILED.labels(msg.topic(), event_type).inc()
+        logger.warning("outbox row %d not delivered: %s", row_id, err)
+        return
+    try:
+        OutboxMessage.objects.filter(pk=row_id, sent_at__isnull=True).update(sent_at=timezone.now())
+    except Exception:
+        # Delivered but not marked: the relay will publish it again, which is harmless.
+        logger.exception("outbox row %d delivered but not marked sent", row_id)
+        return
+    deliveries.acked.append(row_id)
+    metrics.EVENTS_PUBLISHED.labels(msg.topic(), event_type).inc()
+
+
+@dataclass
+class RelayResult:
+    published: int = 0
+    failed: int = 0
+    pruned: int = 0
+    locked_out: bool = False
+
+
+class OutboxRelay:
+    """Publishes the outbox rows the fast path did not get through. Drive it with ``run_once``."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        grace: datetime.timedelta,
+        retention: datetime.timedelta,
+        flush_timeout: float,
+    ) -> None:
+        self.batch_size = batch_size
+        self.grace = grace
+        self.retention = retention
+        self.flush_timeout = flush_timeout
+
+    def run_once(self) -> RelayResult:
+        """Publish one batch of unsent rows, oldest first, and prune old sent rows.
+
+        The batch runs in one transaction holding an advisory lock, so that a second
+        relay waits instead of publishing the same rows out of order; the sent marks
+        written by the delivery reports commit with it.
+        """
+        result = RelayResult()
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RELAY_LOCK_ID])
+                if not cursor.fetchone()[0]:
+                    result.locked_out = True
+                    return result
+            now = timezone.now()
+            rows = list(
+                OutboxMessage.objects.filter(sent_at__isnull=True, created_at__lte=now - self.grace).order_by(
+                    "pk"
+                )[: self.batch_size]
+            )
+            if rows:
+                deliveries = outbox_publish(rows=rows)
+                producer_flush(self.flush_timeout)
+                result.published = len(deliveries.acked)
+                result.failed = len(rows) - len(deliveries.acked)
+            result.pruned, _ = OutboxMessage.objects.filter(sent_at__lt=now - self.retention).delete()
+        metrics.OUTBOX_RELAYED.inc(result.published)
+        self.observe_backlog()
+        return result
+
+    @staticmethod
+    def observe_backlog() -> None:
+        backlog = OutboxMessage.objects.filter(sent_at__isnull=True).aggregate(
+            count=Count("pk"), oldest=Min("created_at")
+        )
+        metrics.OUTBOX_BACKLOG.set(backlog["count"])
+        age = (timezone.now() - backlog["oldest"]).total_seconds() if backlog["oldest"] else 0.0
+        metrics.OUTBOX_OLDEST_AGE.set(max(age, 0.0))
+
+
+def relay_loop(relay: OutboxRelay, *, idle: float, backoff_max: float, stopping) -> None:
+    """Run ``relay`` until ``stopping()`` is true, backing off while publishing fails."""
+    backoff = idle
+    while not stopping():
+        try:
+            result = relay.run_once()
+        except Exception:
+            logger.exception("outbox relay batch failed")
+            result = RelayResult(failed=1)
+        if result.failed:
+            logger.warning("outbox relay: %d not delivered; retrying in %.1fs", result.failed, backoff)
+            pause, backoff = backoff, min(backoff * 2, backoff_max)
+        else:
+            backoff = idle
+            pause = 0.0 if result.published == relay.batch_size else idle
+        if result.published or result.pruned:
+            logger.info("outbox relay: published=%d pruned=%d", result.published, result.pruned)
+        deadline = time.monotonic() + pause
+        while not stopping() and time.monotonic() < deadline:
+            time.sleep(min(0.1, pause))

@@ -1,0 +1,226 @@
+"""The transactional outbox: no event lost to a broker outage or a crash, none for a rollback."""
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from django.conf import settings as django_settings
+from django.db import transaction
+from django.utils import timezone
+
+from consumers import producer
+from consumers.devbroker import broker_start, broker_stop
+from consumers.models import OutboxMessage
+from consumers.outbox import RELAY_LOCK_ID, OutboxRelay
+from consumers.topics import topics_ensure
+from feeds.models import FeedEntry
+from feedsite.testing import ROOT, free_port, start_manage, stop_process, subprocess_env, topic_read, wait_for
+from follows.models import Follow
+from posts.models import Post
+from posts.services import post_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def relay(**overrides) -> OutboxRelay:
+    options = {
+        "batch_size": 100,
+        "grace": datetime.timedelta(0),
+        "retention": datetime.timedelta(minutes=10),
+        "flush_timeout": 10.0,
+    }
+    return OutboxRelay(**(options | overrides))
+
+
+def test_a_post_and_its_outbox_row_commit_together(make_user):
+    ada = make_user()
+
+    post = post_create(author=ada, content="hi")
+
+    [row] = OutboxMessage.objects.all()
+    event = json.loads(bytes(row.value))
+    assert event["payload"] == {"post_id": post.pk, "author_id": ada.pk}
+    assert row.key == str(ada.pk)
+    # The fast path publishes on commit; the delivery report marks the row.
+    assert producer.producer_flush(10) == 0
+    row.refresh_from_db()
+    assert row.sent_at is not None
+
+
+def test_a_rolled_back_post_leaves_no_outbox_row_and_no_event(make_user, settings):
+    ada = make_user()
+
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            Post.objects.create(author=ada, content="never")
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
+    marker = Post.objects.create(author=ada, content="marker")
+
+    assert OutboxMessage.objects.count() == 1
+    [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
+    assert json.loads(message.value())["payload"]["post_id"] == marker.pk
+    assert not Post.objects.filter(content="never").exists()
+
+
+def test_the_relay_publishes_unsent_rows_in_order_and_prunes_sent_ones(make_user, settings):
+    ada = make_user()
+    with transaction.atomic():
+        # Rows whose fast path never ran, as after a crash.
+        posts = [Post.objects.create(author=ada, content=str(i)) for i in range(3)]
+        transaction.get_connection().run_on_commit.clear()
+    old_sent = OutboxMessage.objects.create(
+        topic="t", key="k", value=b"v", sent_at=timezone.now() - datetime.timedelta(hours=1)
+    )
+
+    result = relay().run_once()
+
+    assert (result.published, result.failed, result.pruned) == (3, 0, 1)
+    assert not OutboxMessage.objects.filter(pk=old_sent.pk).exists()
+    assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+    messages = topic_read(settings.FEED_EVENTS_TOPIC, count=3)
+    ids = [json.loads(m.value())["payload"]["post_id"] for m in sorted(messages, key=lambda m: m.offset())]
+    assert ids == [p.pk for p in posts]
+
+
+def test_the_relay_leaves_young_rows_to_the_fast_path(make_user):
+    with transaction.atomic():
+        Post.objects.create(author=make_user(), content="young")
+        transaction.get_connection().run_on_commit.clear()
+
+    result = relay(grace=datetime.timedelta(minutes=1)).run_once()
+
+    assert result.published == 0
+    assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1
+
+
+def test_only_one_relay_publishes_at_a_time(make_user):
+    with transaction.atomic():
+        Post.objects.create(author=make_user(), content="x")
+        transaction.get_connection().run_on_commit.clear()
+    db = django_settings.DATABASES["default"]
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [RELAY_LOCK_ID])
+
+        result = relay().run_once()
+
+    assert result.locked_out
+    assert result.published == 0
+
+
+@pytest.fixture
+def own_broker(kafka, settings, tmp_path):
+    """A broker of this test's own, so that freezing it cannot disturb other tests."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    process = broker_start(bootstrap, log=tmp_path / "broker.log")
+    settings.KAFKA_BOOTSTRAP_SERVERS = bootstrap
+    producer.producer_reset()
+    topics_ensure()
+    try:
+        yield process, {**kafka, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        producer.producer_reset()
+        broker_stop(process)
+
+
+def test_posts_created_while_the_broker_is_down_all_reach_every_follower(
+    own_broker, settings, make_user, client_for, tmp_path
+):
+    broker, kafka_env = own_broker
+    authors = [make_user() for _ in range(4)]
+    fans = [make_user() for _ in range(3)]
+    for author in authors:
+        for fan in fans:
+            Follow.objects.create(follower=fan, followee=author)
+    worker = start_manage(["run_fanout"], subprocess_env(kafka_env), tmp_path / "fanout.log")
+    settings.KAFKA_MESSAGE_TIMEOUT_MS = 2000  # the fast path gives up while the broker is down
+    producer.producer_reset()
+    try:
+        os.kill(broker.pid, signal.SIGSTOP)
+        clients = [client_for(a) for a in authors]
+        statuses = [
+            clients[i % 4].post("/posts", {"content": f"during the outage {i}"}, format="json").status_code
+            for i in range(200)
+        ]
+        assert statuses == [201] * 200
+        producer.producer_flush(5)  # collect the fast path's failed delivery reports
+        assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 200
+
+        os.kill(broker.pid, signal.SIGCONT)
+        outbox = relay()
+        wait_for(
+            lambda: (
+                outbox.run_once().published == 0
+                and not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+            ),
+            timeout=60,
+            what="the relay to publish the backlog",
+        )
+
+        expected = {(user.pk, post.pk) for post in Post.objects.all() for user in [post.author, *fans]}
+        wait_for(
+            lambda: set(FeedEntry.objects.values_list("user_id", "post_id")) == expected,
+            timeout=90,
+            what="every post in every feed",
+        )
+        assert len(expected) == 800
+    finally:
+        stop_process(worker)
+
+
+def test_an_api_process_killed_between_commit_and_publish_loses_nothing(make_user, kafka, settings, tmp_path):
+    ada = make_user()
+    script = (
+        "import os, signal\n"
+        "from django.db import transaction\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from posts.services import post_create\n"
+        "with transaction.atomic():\n"
+        # Registered first, so it runs first at commit: after the commit, before the publish.
+        "    transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))\n"
+        f"    post_create(author=get_user_model().objects.get(pk={ada.pk}), content='orphan')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", script],
+        env=subprocess_env(kafka),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    post = Post.objects.get(content="orphan")
+    assert OutboxMessage.objects.get().sent_at is None
+
+    assert relay().run_once().published == 1
+
+    [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
+    assert json.loads(message.value())["payload"] == {"post_id": post.pk, "author_id": ada.pk}
+
+
+def test_the_relay_command_runs_and_stops_cleanly(kafka, make_user, tmp_path, settings):
+    with transaction.atomic():
+        Post.objects.create(author=make_user(), content="left behind")
+        transaction.get_connection().run_on_commit.clear()
+    env = subprocess_env(kafka, OUTBOX_RELAY_GRACE_SECONDS="0", OUTBOX_RELAY_METRICS_PORT="0")
+    process = start_manage(["run_outbox_relay"], env, tmp_path / "relay.log")
+    try:
+        wait_for(
+            lambda: not OutboxMessage.objects.filter(sent_at__isnull=True).exists(),
+            timeout=30,
+            what="the relay",
+        )
+        topic_read(settings.FEED_EVENTS_TOPIC, count=1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        stop_process(process)
