@@ -81,6 +81,7 @@ def dead_letters_publish(*, failures: Sequence[Failure], group_id: str) -> None:
             (f"{HEADER_PREFIX}consumer.group", group_id),
             (f"{HEADER_PREFIX}error.class", f.error_class),
             (f"{HEADER_PREFIX}error.message", str(f.error)[:1000]),
+            (f"{HEADER_PREFIX}error.traceback", f.traceback[-4000:]),
             (f"{HEADER_PREFIX}failed_at", f.failed_at.isoformat()),
         ]
         messages.append(

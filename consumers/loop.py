@@ -1,20 +1,24 @@
 """The fan-out consumer loop.
 
-Each batch goes: decode, apply handlers and record dead letters in one database
-transaction, invalidate cached pages, copy dead letters to the DLQ topic, then commit
-offsets. Offsets are committed only after everything before them has succeeded, so a
-crash anywhere means the batch is consumed again, and every step is safe to repeat.
+Each batch goes: skip what was already applied, decode, apply handlers, record dead
+letters and the partitions' next offsets in one database transaction, invalidate cached
+pages, copy dead letters to the DLQ topic, then commit the Kafka offsets.
+
+Exactly-once effect: the offsets stored with the feed entries say what was applied, so a
+batch consumed again after a crash (before its Kafka commit) is recognised and skipped,
+and every handler is idempotent besides.
 """
 
 import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from itertools import groupby
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from consumers.deadletters import Failure, dead_letters_publish, dead_letters_record
 from consumers.events import Event, PoisonMessage, UnknownEventType, event_decode
 from consumers.handlers import HANDLERS
+from consumers.models import AppliedOffset
 from consumers.producer import DeliveryFailed
 from consumers.topics import Topic, kafka_config
 from feeds.cache import pages_invalidate
@@ -42,6 +47,38 @@ TRANSIENT_ERRORS = (
 
 RETRY_BACKOFF_MIN = 0.5
 RETRY_BACKOFF_MAX = 30.0
+LAG_REFRESH_SECONDS = 5.0
+
+Partition = tuple[str, int]
+
+
+class BreakerOpen(Exception):
+    """Too many dead letters recently: stop rather than dead-letter everything."""
+
+
+class DeadLetterBreaker:
+    """Trips when dead letters exceed ``max_ratio`` of the last ``window`` messages."""
+
+    def __init__(self, *, max_ratio: float, window: int) -> None:
+        self.max_ratio = max_ratio
+        self.window = window
+        self._recent: deque[bool] = deque(maxlen=window)
+
+    def check(self, *, total: int, dead: int) -> None:
+        """Raise BreakerOpen if a batch of ``total`` with ``dead`` letters would trip it."""
+        if not dead:
+            return
+        recent = [*self._recent, *([False] * (total - dead)), *([True] * dead)][-self.window :]
+        ratio = sum(recent) / len(recent)
+        if len(recent) >= max(1, self.window // 10) and ratio > self.max_ratio:
+            metrics.FANOUT_BREAKER_OPEN.set(1)
+            raise BreakerOpen(
+                f"{sum(recent)} of the last {len(recent)} messages would be dead letters "
+                f"(limit {self.max_ratio:.0%})"
+            )
+
+    def record(self, *, total: int, dead: int) -> None:
+        self._recent.extend([False] * (total - dead) + [True] * dead)
 
 
 def consumer_build(*, group_id: str, session_timeout_ms: int) -> Consumer:
@@ -62,12 +99,24 @@ def consumer_build(*, group_id: str, session_timeout_ms: int) -> Consumer:
 class FanoutWorker:
     """Consumes feed events in batches and applies them. Drive it with ``run_once``."""
 
-    def __init__(self, *, consumer: Consumer, group_id: str, batch_size: int, batch_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        group_id: str,
+        batch_size: int,
+        batch_timeout: float,
+        max_retries: int = 3,
+        breaker: DeadLetterBreaker | None = None,
+    ) -> None:
         self.consumer = consumer
         self.group_id = group_id
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
+        self.max_retries = max_retries
+        self.breaker = breaker or DeadLetterBreaker(max_ratio=1.0, window=1)
         self._stopping = False
+        self._lag_refreshed = 0.0
 
     def subscribe(self) -> None:
         self.consumer.subscribe([Topic.FEED_EVENTS.topic_name])
@@ -89,6 +138,8 @@ class FanoutWorker:
         messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if _ok(m)]
         if messages:
             self._apply_with_retry(messages)
+        if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
+            self._observe_lag()
         return len(messages)
 
     def _apply_with_retry(self, messages: Sequence[Message]) -> None:
@@ -98,6 +149,7 @@ class FanoutWorker:
                 self._apply(messages)
                 return
             except TRANSIENT_ERRORS as exc:
+                metrics.FANOUT_RETRIES.labels("unavailable").inc()
                 logger.warning("batch failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
             close_old_connections()
             self._wait(backoff)
@@ -105,11 +157,15 @@ class FanoutWorker:
             if self._stopping:
                 # Uncommitted: the group hands these messages out again.
                 return
+            # A rebalance while waiting may have given some partitions to another worker.
+            owned = self._owned()
+            messages = [m for m in messages if (m.topic(), m.partition()) in owned]
+            if not messages:
+                return
 
     def _wait(self, seconds: float) -> None:
         """Sleep while still polling, so that the group does not evict this member."""
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
+        self.consumer.pause(self.consumer.assignment())
         deadline = time.monotonic() + seconds
         try:
             while not self._stopping and (left := deadline - time.monotonic()) > 0:
@@ -119,9 +175,14 @@ class FanoutWorker:
 
     def _apply(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
+        applied = self._applied_offsets(messages)
+        fresh = [m for m in messages if m.offset() >= applied.get((m.topic(), m.partition()), 0)]
+        if len(fresh) < len(messages):
+            metrics.FANOUT_REPROCESSED.inc(len(messages) - len(fresh))
+
         decoded: list[tuple[Message, Event]] = []
         failures: list[Failure] = []
-        for message in messages:
+        for message in fresh:
             try:
                 event = event_decode(message.value())
                 if event.type not in HANDLERS:
@@ -132,8 +193,10 @@ class FanoutWorker:
 
         with transaction.atomic():
             users = self._handle(decoded, failures)
+            self.breaker.check(total=len(fresh), dead=len(failures))
             if failures:
                 dead_letters_record(failures=failures, group_id=self.group_id)
+            self._store_offsets(messages)
         committed_at = timezone.now()
 
         if users:
@@ -141,6 +204,7 @@ class FanoutWorker:
         if failures:
             dead_letters_publish(failures=failures, group_id=self.group_id)
         self._commit(messages)
+        self.breaker.record(total=len(fresh), dead=len(failures))
 
         failed = {id(f.message) for f in failures}
         for message, event in decoded:
@@ -149,21 +213,25 @@ class FanoutWorker:
                 metrics.POST_TO_FEED_LATENCY.observe(
                     max((committed_at - event.occurred_at).total_seconds(), 0.0)
                 )
-        metrics.FANOUT_BATCH_DURATION.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        metrics.FANOUT_BATCH_DURATION.observe(elapsed)
         logger.info(
-            "batch applied: messages=%d events=%d dead_letters=%d users=%d seconds=%.3f",
+            "batch messages=%d applied=%d skipped=%d dead_letters=%d users=%d partitions=%s seconds=%.3f",
             len(messages),
-            len(decoded),
+            len(decoded) - len(failed & {id(m) for m, _ in decoded}),
+            len(messages) - len(fresh),
             len(failures),
             len(users),
-            time.monotonic() - started,
+            ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items()),
+            elapsed,
         )
 
     def _handle(self, decoded: Sequence[tuple[Message, Event]], failures: list[Failure]) -> set[int]:
         """Run handlers over consecutive same-type runs, in order.
 
         A run that fails for a reason other than a service outage is retried event by
-        event, each in its own savepoint, and the events that still fail become failures.
+        event, each in its own savepoint and up to ``max_retries`` times; an event that
+        still fails becomes a failure for the dead-letter queue.
         """
         users: set[int] = set()
         for event_type, run in groupby(decoded, key=lambda pair: pair[1].type):
@@ -178,24 +246,84 @@ class FanoutWorker:
             except Exception:
                 logger.exception("handler %s failed on a run of %d; isolating", event_type, len(run))
             for message, event in run:
-                try:
-                    with transaction.atomic():
-                        users |= handler([event])
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as exc:
-                    failures.append(Failure.of(message, exc))
+                for attempt in range(1, self.max_retries + 1):
+                    try:
+                        with transaction.atomic():
+                            users |= handler([event])
+                        break
+                    except TRANSIENT_ERRORS:
+                        raise
+                    except Exception as exc:
+                        metrics.FANOUT_RETRIES.labels("handler").inc()
+                        if attempt == self.max_retries:
+                            failures.append(Failure.of(message, exc))
         return users
 
+    def _applied_offsets(self, messages: Sequence[Message]) -> dict[Partition, int]:
+        partitions = {(m.topic(), m.partition()) for m in messages}
+        rows = AppliedOffset.objects.filter(
+            consumer_group=self.group_id,
+            topic__in={t for t, _ in partitions},
+            partition__in={p for _, p in partitions},
+        ).values_list("topic", "partition", "next_offset")
+        return {(t, p): o for t, p, o in rows}
+
+    def _store_offsets(self, messages: Sequence[Message]) -> None:
+        """Record, inside the batch's transaction, the next offset of each partition."""
+        table = AppliedOffset._meta.db_table
+        next_offsets = _next_offsets(messages)
+        rows = [(self.group_id, t, p, o) for (t, p), o in next_offsets.items()]
+        placeholders = ", ".join(["(%s, %s, %s, %s, now())"] * len(rows))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (consumer_group, topic, partition, next_offset, updated_at) "
+                f"VALUES {placeholders} "
+                "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
+                f"next_offset = GREATEST({table}.next_offset, EXCLUDED.next_offset), "
+                "updated_at = EXCLUDED.updated_at",
+                [value for row in rows for value in row],
+            )
+
+    def _owned(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
     def _commit(self, messages: Sequence[Message]) -> None:
-        next_offsets: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic(), m.partition())
-            next_offsets[key] = max(next_offsets.get(key, 0), m.offset() + 1)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            asynchronous=False,
-        )
+        """Commit Kafka offsets, only for partitions this worker still owns."""
+        owned = self._owned()
+        offsets = [
+            TopicPartition(t, p, o) for (t, p), o in _next_offsets(messages).items() if (t, p) in owned
+        ]
+        if len(offsets) < len({(m.topic(), m.partition()) for m in messages}):
+            logger.info("not committing offsets of partitions revoked during the batch")
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _observe_lag(self) -> None:
+        self._lag_refreshed = time.monotonic()
+        try:
+            assignment = self.consumer.assignment()
+            for tp in self.consumer.position(assignment):
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
+        except KafkaException as exc:
+            logger.debug("lag not observed: %s", exc)
+
+
+def _next_offsets(messages: Sequence[Message]) -> dict[Partition, int]:
+    next_offsets: dict[Partition, int] = {}
+    for m in messages:
+        key = (m.topic(), m.partition())
+        next_offsets[key] = max(next_offsets.get(key, 0), m.offset() + 1)
+    return next_offsets
+
+
+def _ranges(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
+    ranges: dict[int, tuple[int, int]] = {}
+    for m in messages:
+        lo, hi = ranges.get(m.partition(), (m.offset(), m.offset()))
+        ranges[m.partition()] = (min(lo, m.offset()), max(hi, m.offset()))
+    return ranges
 
 
 def _ok(message: Message) -> bool:

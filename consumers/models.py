@@ -74,3 +74,24 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"outbox {self.pk} → {self.topic} ({'sent' if self.sent_at else 'unsent'})"
+
+
+class AppliedOffset(models.Model):
+    """The next offset to apply per consumer group and partition, written in the same
+    transaction as the feed entries, so a redelivered message is recognised and skipped."""
+
+    consumer_group = models.CharField(max_length=255)
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    next_offset = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer_group", "topic", "partition"], name="appliedoffset_unique_partition"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer_group} {self.topic}[{self.partition}] → {self.next_offset}"

@@ -41,3 +41,19 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_OLDEST_AGE = Gauge(
     "feed_outbox_oldest_age_seconds", "Age of the oldest unacknowledged outbox row.", multiprocess_mode="max"
 )
+
+FANOUT_REPROCESSED = Counter(
+    "feed_fanout_reprocessed", "Redelivered messages skipped because they were already applied."
+)
+FANOUT_RETRIES = Counter("feed_fanout_retries", "Batch or event retries, by reason.", ["reason"])
+FANOUT_BREAKER_OPEN = Gauge(
+    "feed_fanout_breaker_open",
+    "1 once the dead-letter circuit breaker has stopped the worker.",
+    multiprocess_mode="max",
+)
+CONSUMER_LAG = Gauge(
+    "feed_fanout_consumer_lag",
+    "Messages behind the end of each assigned partition.",
+    ["topic", "partition"],
+    multiprocess_mode="max",
+)

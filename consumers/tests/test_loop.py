@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from consumers import handlers
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
-from consumers.loop import FanoutWorker, consumer_build
+from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
 from consumers.models import DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds import cache
@@ -209,3 +209,122 @@ def test_a_database_outage_is_retried_not_dead_lettered(worker, settings, make_u
     assert FeedEntry.objects.filter(post_id=post.pk).exists()
     assert not DeadLetter.objects.exists()
     assert committed(worker, settings) == 1
+
+
+@pytest.mark.django_db
+def test_redelivered_messages_are_skipped_and_counted(worker, settings, make_user, monkeypatch):
+    author = make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(4)]
+    publish(settings, *(created(p) for p in posts), key=str(author.pk))
+    drain(worker, 4)
+    calls = []
+    real = handlers.HANDLERS[POST_CREATED]
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, lambda events: calls.append(events) or real(events))
+    before = sample("feed_fanout_reprocessed_total")
+
+    worker.consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    drain(worker, 4)
+
+    assert calls == []
+    assert sample("feed_fanout_reprocessed_total") == before + 4
+
+
+@pytest.mark.django_db
+def test_a_failing_event_is_retried_before_it_is_dead_lettered(worker, settings, make_user, monkeypatch):
+    author = make_user()
+    flaky, broken = (
+        Post.objects.create(author=author, content="a"),
+        Post.objects.create(author=author, content="b"),
+    )
+    real = handlers.HANDLERS[POST_CREATED]
+    attempts = {flaky.pk: 0, broken.pk: 0}
+
+    def handler(events):
+        for event in events:
+            attempts[event.payload.post_id] += 1
+        if any(e.payload.post_id == broken.pk for e in events):
+            raise ValueError("always")
+        if attempts[flaky.pk] < 3:
+            raise ValueError("not yet")
+        return real(events)
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, handler)
+    publish(settings, created(flaky), created(broken))
+
+    drain(worker, 2)
+
+    assert FeedEntry.objects.filter(post_id=flaky.pk).exists()
+    assert [json.loads(bytes(d.value))["payload"]["post_id"] for d in DeadLetter.objects.all()] == [broken.pk]
+    # One attempt with the whole run, then max_retries (3) alone.
+    assert attempts[broken.pk] == 1 + worker.max_retries
+
+
+@pytest.mark.django_db
+def test_one_malformed_message_in_a_thousand_is_the_only_dead_letter(worker, settings, make_user):
+
+    worker.breaker = DeadLetterBreaker(max_ratio=0.5, window=200)
+    worker.batch_size = 250
+    author = make_user()
+    with_posts = Post.objects.bulk_create([Post(author=author, content=str(i)) for i in range(999)])
+    values = [created(p) for p in with_posts]
+    values.insert(500, b"\x00garbage")
+    publish(settings, *values, key=str(author.pk))
+
+    drain(worker, 1000, timeout=60)
+
+    assert DeadLetter.objects.count() == 1
+    assert bytes(DeadLetter.objects.get().value) == b"\x00garbage"
+    assert FeedEntry.objects.filter(user_id=author.pk).count() == 999
+    assert committed(worker, settings) == 1000
+
+
+@pytest.mark.django_db
+def test_a_handler_that_always_raises_trips_the_breaker(worker, settings, make_user, monkeypatch):
+
+    worker.breaker = DeadLetterBreaker(max_ratio=0.5, window=20)
+    worker.batch_size = 5
+    author = make_user()
+    posts = Post.objects.bulk_create([Post(author=author, content=str(i)) for i in range(40)])
+
+    def broken(events):
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, broken)
+    publish(settings, *(created(p) for p in posts), key=str(author.pk))
+
+    with pytest.raises(BreakerOpen):
+        drain(worker, 40)
+
+    # It stopped before dead-lettering everything, and nothing past the trip was committed.
+    assert DeadLetter.objects.count() < 40
+    assert committed(worker, settings) == DeadLetter.objects.count()
+    assert sample("feed_fanout_breaker_open") == 1
+
+
+@pytest.mark.django_db
+def test_offsets_are_committed_only_for_partitions_still_owned(worker, settings, make_user):
+    messages = []
+    for key in range(12):  # enough keys to land on every partition
+        publish(settings, b"{}", key=str(key))
+    deadline = time.monotonic() + 30
+    while len(messages) < 12 and time.monotonic() < deadline:
+        messages += [m for m in worker.consumer.consume(12, 0.5) if m.error() is None]
+    partitions = sorted({m.partition() for m in messages})
+    assert len(partitions) >= 2
+    kept = partitions[0]
+    # A rebalance took every other partition away mid-batch.
+    worker.consumer.assign([TopicPartition(settings.FEED_EVENTS_TOPIC, kept)])
+
+    worker._commit(messages)
+
+    offsets = worker.consumer.committed(
+        [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in partitions], timeout=10
+    )
+    assert {tp.partition: tp.offset for tp in offsets if tp.offset >= 0} == {
+        kept: max(m.offset() for m in messages if m.partition() == kept) + 1
+    }

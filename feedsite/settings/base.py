@@ -152,6 +152,14 @@ FANOUT_BATCH_SIZE = env.int("FANOUT_BATCH_SIZE", default=500)
 FANOUT_BATCH_MS = env.int("FANOUT_BATCH_MS", default=100)
 # Consumer group session timeout in milliseconds; joins wait about half of it. Default: 6000.
 FANOUT_SESSION_TIMEOUT_MS = env.int("FANOUT_SESSION_TIMEOUT_MS", default=6000)
+# Attempts at an event whose handler keeps failing before it is dead-lettered. Default: 3.
+FANOUT_MAX_RETRIES = env.int("FANOUT_MAX_RETRIES", default=3)
+# Share of dead letters in the recent window that stops the worker (circuit breaker). Default: 0.5.
+FANOUT_DLQ_MAX_RATIO = env.float("FANOUT_DLQ_MAX_RATIO", default=0.5)
+# Messages in the breaker's window; it can trip only once a tenth of them were seen. Default: 200.
+FANOUT_DLQ_WINDOW = env.int("FANOUT_DLQ_WINDOW", default=200)
+# Seconds after SIGTERM before the worker gives up on a clean stop and exits 1. Default: 30.
+FANOUT_SHUTDOWN_TIMEOUT = env.int("FANOUT_SHUTDOWN_TIMEOUT", default=30)
 # Port on which run_fanout serves its Prometheus metrics (0 disables). Default: 9101.
 FANOUT_METRICS_PORT = env.int("FANOUT_METRICS_PORT", default=9101)
 # Address the worker's and the relay's metrics servers bind to. Default: 127.0.0.1.

@@ -1,14 +1,18 @@
 import logging
+import os
 import signal
+import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
-from consumers.loop import FanoutWorker, consumer_build
+from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
 
 logger = logging.getLogger("consumers.run_fanout")
+
+EXIT_BREAKER_OPEN = 3
 
 
 class Command(BaseCommand):
@@ -35,14 +39,28 @@ class Command(BaseCommand):
             group_id=options["group"],
             batch_size=options["batch_size"],
             batch_timeout=options["batch_ms"] / 1000,
+            max_retries=settings.FANOUT_MAX_RETRIES,
+            breaker=DeadLetterBreaker(
+                max_ratio=settings.FANOUT_DLQ_MAX_RATIO, window=settings.FANOUT_DLQ_WINDOW
+            ),
         )
 
         def request_stop(signum: int, _frame: Any) -> None:
             logger.info("%s received: finishing the current batch", signal.Signals(signum).name)
             worker.stop()
+            signal.alarm(settings.FANOUT_SHUTDOWN_TIMEOUT)
+
+        def give_up(_signum: int, _frame: Any) -> None:
+            logger.error("no clean stop within %ss; exiting", settings.FANOUT_SHUTDOWN_TIMEOUT)
+            os._exit(1)
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGALRM, give_up)
         logger.info("fan-out worker started: group=%s", options["group"])
-        worker.run()
+        try:
+            worker.run()
+        except BreakerOpen as exc:
+            logger.critical("circuit breaker open, stopping: %s", exc)
+            sys.exit(EXIT_BREAKER_OPEN)
         logger.info("fan-out worker stopped")
