@@ -91,6 +91,8 @@ def consumer_build(*, group_id: str, session_timeout_ms: int) -> Consumer:
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": session_timeout_ms,
+                # Kafka's guidance: heartbeat at most a third of the session timeout.
+                "heartbeat.interval.ms": max(session_timeout_ms // 3, 100),
             }
         )
     )

@@ -1,0 +1,291 @@
+"""Failure drills against the real run_fanout process, PostgreSQL, Redis and broker.
+
+Each drill ends with the same check: the feed table holds exactly the expected (user,
+post) pairs, with none missing and none extra, and nothing was dead-lettered.
+"""
+
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+from confluent_kafka import TopicPartition
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
+from consumers.loop import consumer_build
+from consumers.models import AppliedOffset, DeadLetter
+from consumers.producer import message_publish, producer_flush
+from feeds.models import FeedEntry
+from feedsite.testing import free_port, start_manage, stop_process, subprocess_env, wait_for
+from follows.models import Follow
+from posts.models import Post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+User = get_user_model()
+
+
+class Graph:
+    """Authors, each followed by ``fans`` users, and posts whose events are not yet published."""
+
+    def __init__(self, *, authors: int, fans: int, posts: int) -> None:
+        tag = random.randrange(10**9)
+        users = User.objects.bulk_create([User(username=f"drill{tag}-{i}") for i in range(authors + fans)])
+        self.authors, self.fans = users[:authors], users[authors:]
+        Follow.objects.bulk_create(
+            [
+                Follow(follower=fan, followee=author)
+                for i, author in enumerate(self.authors)
+                for fan in self.fans[i % 2 :: 2]
+            ]
+        )
+        # bulk_create sends no post_save: the drill publishes the events itself.
+        self.posts = Post.objects.bulk_create(
+            [Post(author=self.authors[i % authors], content=f"drill {i}") for i in range(posts)]
+        )
+        followers = {}
+        for follower_id, followee_id in Follow.objects.values_list("follower_id", "followee_id"):
+            followers.setdefault(followee_id, []).append(follower_id)
+        self.expected = {
+            (user_id, post.pk)
+            for post in self.posts
+            for user_id in [post.author_id, *followers.get(post.author_id, [])]
+        }
+
+    def publish(self, topic: str, *, per_second: float | None = None, posts=None) -> None:
+        interval = 1 / per_second if per_second else 0
+        for post in posts or self.posts:
+            event = event_build(
+                event_type=POST_CREATED, payload=PostCreated(post_id=post.pk, author_id=post.author_id)
+            )
+            message_publish(topic=topic, key=str(post.author_id), value=event_encode(event))
+            if interval:
+                time.sleep(interval)  # a steady arrival rate, not a wait for a result
+        assert producer_flush(30) == 0
+
+    def publish_in_background(self, topic: str, *, per_second: float) -> threading.Thread:
+        thread = threading.Thread(target=self.publish, args=(topic,), kwargs={"per_second": per_second})
+        thread.start()
+        return thread
+
+
+def feed_pairs() -> set[tuple[int, int]]:
+    connection.close_if_unusable_or_obsolete()
+    return set(FeedEntry.objects.values_list("user_id", "post_id"))
+
+
+def feed_checksum() -> tuple[int, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), md5(coalesce(string_agg(user_id || ':' || post_id, ',' "
+            "ORDER BY user_id, post_id), '')) FROM feeds_feedentry"
+        )
+        return cursor.fetchone()
+
+
+def assert_exact(graph: Graph) -> None:
+    wait_for(lambda: feed_pairs() >= graph.expected, timeout=120, what="every expected feed entry")
+    assert feed_pairs() == graph.expected
+    assert FeedEntry.objects.count() == len(graph.expected)
+    assert not DeadLetter.objects.exists()
+
+
+def scrape(port: int, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def worker_env(kafka, **extra):
+    return subprocess_env(kafka, **({"FANOUT_BATCH_SIZE": "20"} | extra))
+
+
+def committed_total(settings) -> int:
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    try:
+        partitions = [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
+
+
+def test_a_worker_killed_at_random_moments_applies_every_event_exactly_once(kafka, settings, tmp_path):
+    graph = Graph(authors=6, fans=20, posts=4000)
+    graph.publish(settings.FEED_EVENTS_TOPIC)
+    env = worker_env(kafka, FANOUT_BATCH_SIZE="10", FANOUT_SESSION_TIMEOUT_MS="3000")
+    chance = random.Random(20261127)
+    for _ in range(10):
+        applied = FeedEntry.objects.count()
+        worker = start_manage(["run_fanout"], env, tmp_path / "fanout.log")
+        try:
+            # Once this worker is applying batches, kill it at a random instant.
+            wait_for(lambda n=applied: FeedEntry.objects.count() > n, timeout=60, what="progress")
+            time.sleep(chance.uniform(0, 0.4))
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+    assert FeedEntry.objects.count() < len(graph.expected), "the load finished before the last kill"
+
+    worker = start_manage(["run_fanout"], env, tmp_path / "fanout.log")
+    try:
+        assert_exact(graph)
+    finally:
+        stop_process(worker)
+
+
+def test_replaying_the_whole_topic_leaves_the_feeds_unchanged(kafka, settings, tmp_path):
+    graph = Graph(authors=4, fans=10, posts=120)
+    graph.publish(settings.FEED_EVENTS_TOPIC)
+    worker = start_manage(["run_fanout"], worker_env(kafka), tmp_path / "fanout.log")
+    try:
+        assert_exact(graph)
+        wait_for(lambda: committed_total(settings) == 120, timeout=60, what="offsets committed")
+    finally:
+        stop_process(worker)
+    before = feed_checksum()
+
+    for forget_applied_offsets in (False, True):
+        # Reset the group to the earliest offset, as an operator would.
+        consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+        consumer.commit(
+            offsets=[
+                TopicPartition(settings.FEED_EVENTS_TOPIC, p, 0)
+                for p in range(settings.FEED_EVENTS_PARTITIONS)
+            ],
+            asynchronous=False,
+        )
+        consumer.close()
+        assert committed_total(settings) == 0
+        if forget_applied_offsets:
+            # Without the stored offsets, only the handlers' idempotency protects the feeds.
+            AppliedOffset.objects.all().delete()
+        worker = start_manage(["run_fanout"], worker_env(kafka), tmp_path / "fanout.log")
+        try:
+            wait_for(lambda: committed_total(settings) == 120, timeout=90, what="the replay")
+        finally:
+            stop_process(worker)
+        assert feed_checksum() == before
+    assert before[0] == len(graph.expected)
+
+
+def test_sigterm_under_load_commits_so_a_restart_reprocesses_nothing(kafka, settings, tmp_path):
+    graph = Graph(authors=5, fans=20, posts=1500)
+    graph.publish(settings.FEED_EVENTS_TOPIC)
+    timeout = 20
+    env = worker_env(kafka, FANOUT_SHUTDOWN_TIMEOUT=str(timeout))
+    worker = start_manage(["run_fanout"], env, tmp_path / "fanout.log")
+    try:
+        wait_for(lambda: FeedEntry.objects.exists(), timeout=60, what="the worker to start applying")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout) == 0
+    finally:
+        stop_process(worker)
+    assert FeedEntry.objects.count() < len(graph.expected), "the load finished before the SIGTERM"
+
+    port = free_port()
+    worker = start_manage(["run_fanout"], {**env, "FANOUT_METRICS_PORT": str(port)}, tmp_path / "fanout2.log")
+    try:
+        assert_exact(graph)
+        assert scrape(port, "feed_fanout_reprocessed_total") == 0
+    finally:
+        stop_process(worker)
+
+
+def restart_postgres() -> None:
+    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        timeout=60,
+    )
+
+
+def restart_redis() -> None:
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
+        check=True,
+        timeout=10,
+    )
+
+
+def redis_answers() -> bool:
+    return (
+        subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True, text=True).stdout.strip()
+        == "PONG"
+    )
+
+
+@pytest.mark.skipif(
+    subprocess.run(["which", "pg_ctlcluster"], capture_output=True).returncode != 0,
+    reason="needs pg_ctlcluster to restart the local PostgreSQL",
+)
+def test_postgres_and_redis_restarts_under_load_lose_nothing_and_dead_letter_nothing(
+    kafka, settings, tmp_path
+):
+    graph = Graph(authors=5, fans=10, posts=400)
+    port = free_port()
+    worker = start_manage(
+        ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(port)), tmp_path / "fanout.log"
+    )
+    publisher = graph.publish_in_background(settings.FEED_EVENTS_TOPIC, per_second=40)
+    try:
+        wait_for(lambda: FeedEntry.objects.exists(), timeout=60, what="the worker to start applying")
+        connection.close()
+        restart_postgres()
+        wait_for(
+            lambda: scrape(port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
+            timeout=30,
+            what="the worker to notice",
+        )
+        restart_redis()
+        wait_for(redis_answers, timeout=30, what="Redis")
+        publisher.join(60)
+        assert_exact(graph)
+        assert worker.poll() is None, "the worker died instead of waiting"
+    finally:
+        publisher.join(60)
+        if not redis_answers():
+            restart_redis()
+        stop_process(worker)
+
+
+def test_two_workers_share_the_load_and_one_can_leave_mid_load(kafka, settings, tmp_path):
+    graph = Graph(authors=6, fans=10, posts=1200)
+    first = start_manage(["run_fanout"], worker_env(kafka), tmp_path / "first.log")
+    second = start_manage(["run_fanout"], worker_env(kafka), tmp_path / "second.log")
+    try:
+        graph.publish(settings.FEED_EVENTS_TOPIC)
+        wait_for(lambda: FeedEntry.objects.count() > len(graph.expected) // 10, timeout=60, what="progress")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+        assert FeedEntry.objects.count() < len(graph.expected), "the load finished before the stop"
+        assert_exact(graph)
+        wait_for(lambda: committed_total(settings) == 1200, timeout=60, what="every offset committed")
+    finally:
+        stop_process(first)
+        stop_process(second)
