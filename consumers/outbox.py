@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from confluent_kafka import KafkaError, Message
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
@@ -85,6 +85,10 @@ def _report(
         logger.warning("outbox row %d not delivered: %s", row_id, err)
         return
     try:
+        # Reports may run on a long-lived thread: drop its connection if it broke
+        # (never inside a transaction, such as the relay's).
+        if not connection.in_atomic_block:
+            close_old_connections()
         OutboxMessage.objects.filter(pk=row_id, sent_at__isnull=True).update(sent_at=timezone.now())
     except Exception:
         # Delivered but not marked: the relay will publish it again, which is harmless.

@@ -26,6 +26,17 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 _lock = threading.Lock()
 _producer: Producer | None = None
 _producer_pid: int | None = None
+_background_reports = False
+
+
+def producer_serve_reports_in_background() -> None:
+    """Serve delivery reports from a thread of each process's producer.
+
+    A long-running server needs this: reports are otherwise served only when some
+    request happens to poll, so an idle process would never confirm its deliveries.
+    """
+    global _background_reports
+    _background_reports = True
 
 
 def producer_get() -> Producer:
@@ -49,7 +60,16 @@ def producer_get() -> Producer:
             if _producer_pid is None:
                 atexit.register(producer_flush)
             _producer_pid = pid
+            if _background_reports:
+                threading.Thread(
+                    target=_serve_reports, args=(_producer,), name="kafka-delivery-reports", daemon=True
+                ).start()
     return _producer
+
+
+def _serve_reports(producer: Producer) -> None:
+    while producer is _producer:
+        producer.poll(0.2)
 
 
 def producer_flush(timeout: float | None = None) -> int:

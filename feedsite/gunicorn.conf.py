@@ -7,25 +7,30 @@ from prometheus_client import multiprocess
 
 # Address and port the API listens on. Defaults: 127.0.0.1 and 8000.
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# Worker processes; one per core is right for this I/O-light, CPU-bound API. Default: 2.
+# Worker processes; one per core suits this CPU-bound API. Default: 2.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 # Threads per worker, covering time spent waiting on PostgreSQL and Redis. Default: 4.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # Seconds a silent worker lives before it is restarted. Default: 30.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# Import the app once in the master before forking (less memory, faster restarts). Default: off.
+preload_app = os.environ.get("GUNICORN_PRELOAD", "").lower() in {"1", "true", "yes", "on"}
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 wsgi_app = "feedsite.wsgi:application"
 
+# Metrics of all workers meet here; it must exist before the app is (pre)loaded.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
 
 def on_starting(server):
     # Samples left by an earlier run would be added to this run's sums.
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
-        Path(path).mkdir(parents=True, exist_ok=True)
         for stale in Path(path).glob("*.db"):
             stale.unlink()
 

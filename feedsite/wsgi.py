@@ -7,3 +7,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings.base")
 
 application = get_wsgi_application()
+
+from consumers.producer import producer_serve_reports_in_background  # noqa: E402
+
+# Confirm deliveries (and mark outbox rows sent) even while no request is running.
+producer_serve_reports_in_background()

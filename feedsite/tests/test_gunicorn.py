@@ -1,13 +1,17 @@
-"""The API under gunicorn with several workers reports metrics summed over all of them."""
+"""The API under gunicorn with several workers: summed metrics, and fork-safe publishing."""
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 import requests
+from rest_framework.authtoken.models import Token
 
-from feedsite.testing import ROOT, free_port, stop_process, subprocess_env, wait_for
+from consumers import producer
+from consumers.models import OutboxMessage
+from feedsite.testing import ROOT, free_port, stop_process, subprocess_env, topic_read, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,41 +25,47 @@ HEALTHZ = re.compile(
 
 @pytest.fixture
 def gunicorn(kafka, tmp_path):
-    port = free_port()
-    metrics_dir = tmp_path / "prometheus"
-    env = subprocess_env(
-        kafka,
-        PORT=str(port),
-        GUNICORN_WORKERS="3",
-        GUNICORN_THREADS="2",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
-    log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as stream:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")],
-            env=env,
-            cwd=ROOT,
-            stdout=stream,
-            stderr=subprocess.STDOUT,
+    """Start gunicorn with the given extra environment; stop it at the end of the test."""
+    processes = []
+
+    def start(**extra: str) -> tuple[str, object]:
+        port = free_port()
+        metrics_dir = tmp_path / f"prometheus-{port}"
+        env = subprocess_env(
+            kafka,
+            PORT=str(port),
+            GUNICORN_WORKERS="3",
+            GUNICORN_THREADS="2",
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+            **extra,
         )
-    base = f"http://127.0.0.1:{port}"
+        with open(tmp_path / "gunicorn.log", "ab") as stream:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")],
+                env=env,
+                cwd=ROOT,
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
 
-    try:
         wait_for(up, timeout=30, what="gunicorn")
-        yield base, metrics_dir
-    finally:
+        return base, metrics_dir
+
+    yield start
+    for process in processes:
         stop_process(process)
 
 
 def test_metrics_sum_over_all_gunicorn_workers(gunicorn):
-    base, metrics_dir = gunicorn
+    base, metrics_dir = gunicorn()
     before = float(HEALTHZ.search(requests.get(f"{base}/metrics", timeout=5).text).group(1))
 
     for _ in range(REQUESTS):
@@ -66,3 +76,44 @@ def test_metrics_sum_over_all_gunicorn_workers(gunicorn):
     assert after - before == REQUESTS
     writers = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("*.db")}
     assert len(writers) >= 2, "only one worker process wrote metrics"
+
+
+def test_every_preloaded_workers_posts_are_delivered(gunicorn, make_user, settings):
+    base, _ = gunicorn(GUNICORN_PRELOAD="1")
+    users = [make_user() for _ in range(5)]
+    tokens = [Token.objects.create(user=u).key for u in users]
+
+    for i in range(30):
+        response = requests.post(
+            f"{base}/posts",
+            json={"content": f"post {i}"},
+            headers={"Authorization": f"Token {tokens[i % 5]}", "Connection": "close"},
+            timeout=10,
+        )
+        assert response.status_code == 201
+
+    wait_for(
+        lambda: not OutboxMessage.objects.filter(sent_at__isnull=True).exists(),
+        timeout=30,
+        what="every worker's deliveries to be confirmed",
+    )
+    assert len(topic_read(settings.FEED_EVENTS_TOPIC, count=30)) == 30
+
+
+def test_a_forked_child_builds_its_own_producer(settings):
+    parent = producer.producer_get()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            child = producer.producer_get()
+            producer.message_publish(topic=settings.FEED_EVENTS_TOPIC, key="k", value=b"from the child")
+            status = 0 if child is not parent and producer.producer_flush(10) == 0 else 1
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert producer.producer_get() is parent
+    [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
+    assert message.value() == b"from the child"
