@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # make run and friends need a secret key; keep a random one per checkout unless one is given.
 export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
 
-.PHONY: run run-api run-fanout migrate topics dlq infra test lint venv clean
+.PHONY: run run-api run-fanout run-relay migrate topics dlq infra chaos test lint venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ run-api: $(STAMP)
 run-fanout: $(STAMP)
 	$(PY) manage.py run_fanout
 
+## run-relay: only the outbox relay
+run-relay: $(STAMP)
+	$(PY) manage.py run_outbox_relay
+
 ## migrate: create the database if needed and apply migrations
 migrate: $(STAMP)
 	$(PY) scripts/devstack.py migrate
@@ -45,6 +49,11 @@ dlq: $(STAMP)
 ## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker
 infra:
 	docker compose up -d postgres kafka redis prometheus
+
+## chaos: the stack under post traffic while workers die, the broker stops and PostgreSQL restarts
+CHAOS_SECONDS ?= 120
+chaos: $(STAMP)
+	$(PY) scripts/chaos.py --seconds $(CHAOS_SECONDS)
 
 ## test: the whole suite against the real PostgreSQL, Redis and a dev broker
 test: $(STAMP)

@@ -10,6 +10,7 @@ idempotent. Rows are marked sent only from a delivery report, then pruned.
 
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,15 +50,28 @@ def outbox_enqueue(*, event: Event, key: str) -> OutboxMessage:
 
 @dataclass
 class Deliveries:
-    """Delivery reports of one publish call, filled in by the producer's callbacks."""
+    """Delivery reports of one publish call, filled in by the producer's callbacks.
+
+    The callbacks may run on another thread (the API's report thread), so a caller that
+    needs the outcome waits for it rather than assuming ``flush`` ran them.
+    """
 
     expected: int
     acked: list[int] = field(default_factory=list)
-    failed: list[KafkaError] = field(default_factory=list)
+    failed: list[KafkaError | Exception] = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def complete(self) -> bool:
-        return len(self.acked) == self.expected
+    def __post_init__(self) -> None:
+        if self.expected == 0:
+            self._done.set()
+
+    def reported(self) -> None:
+        if len(self.acked) + len(self.failed) >= self.expected:
+            self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every report arrived within ``timeout`` seconds."""
+        return self._done.wait(timeout)
 
 
 def outbox_publish(*, rows: Sequence[OutboxMessage]) -> Deliveries:
@@ -90,9 +104,10 @@ def _report(
         if not connection.in_atomic_block:
             close_old_connections()
         OutboxMessage.objects.filter(pk=row_id, sent_at__isnull=True).update(sent_at=timezone.now())
-    except Exception:
+    except Exception as exc:
         # Delivered but not marked: the relay will publish it again, which is harmless.
         logger.exception("outbox row %d delivered but not marked sent", row_id)
+        deliveries.failed.append(exc)
         return
     deliveries.acked.append(row_id)
     metrics.EVENTS_PUBLISHED.labels(msg.topic(), event_type).inc()
@@ -145,6 +160,7 @@ class OutboxRelay:
             if rows:
                 deliveries = outbox_publish(rows=rows)
                 producer_flush(self.flush_timeout)
+                deliveries.wait(self.flush_timeout)
                 result.published = len(deliveries.acked)
                 result.failed = len(rows) - len(deliveries.acked)
             result.pruned, _ = OutboxMessage.objects.filter(sent_at__lt=now - self.retention).delete()
@@ -166,6 +182,8 @@ def relay_loop(relay: OutboxRelay, *, idle: float, backoff_max: float, stopping)
     """Run ``relay`` until ``stopping()`` is true, backing off while publishing fails."""
     backoff = idle
     while not stopping():
+        # Like a request: start each batch on a healthy connection (PostgreSQL may have restarted).
+        close_old_connections()
         try:
             result = relay.run_once()
         except Exception:

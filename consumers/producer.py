@@ -123,16 +123,25 @@ def messages_publish_confirmed(messages: Sequence[dict], *, timeout: float | Non
     """
     errors: list[KafkaError] = []
     pending = len(messages)
+    done = threading.Event()
+    if not messages:
+        done.set()
 
     def report(err: KafkaError | None, _msg: Message) -> None:
         nonlocal pending
-        pending -= 1
         if err is not None:
             errors.append(err)
+        pending -= 1
+        if pending == 0:
+            done.set()
 
+    if timeout is None:
+        timeout = settings.KAFKA_PRODUCER_FLUSH_TIMEOUT
     for message in messages:
         message_publish(**message, on_delivery=report)
     producer_flush(timeout)
+    # Reports may be served on another thread; wait for this call's own.
+    done.wait(timeout)
     if errors or pending:
         first = errors[0] if errors else "no delivery report"
         raise DeliveryFailed(f"{len(errors) + pending} of {len(messages)} not delivered: {first}")

@@ -100,8 +100,12 @@ def test_every_preloaded_workers_posts_are_delivered(gunicorn, make_user, settin
     assert len(topic_read(settings.FEED_EVENTS_TOPIC, count=30)) == 30
 
 
-def test_a_forked_child_builds_its_own_producer(settings):
+def test_a_forked_child_builds_its_own_producer(settings, monkeypatch):
+    # No report thread may be inside librdkafka at the fork (threads and fork do not mix).
+    monkeypatch.setattr(producer, "_background_reports", False)
+    producer.producer_reset()
     parent = producer.producer_get()
+    assert producer.producer_flush(10) == 0
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         status = 1

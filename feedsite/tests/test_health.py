@@ -60,3 +60,20 @@ def test_metrics_are_exported_for_prometheus():
         "django_http_requests_total_by_view_transport_method_total",
     ):
         assert name in body
+
+
+def test_a_database_outage_is_a_503_not_a_500(make_user, client_for, monkeypatch):
+    from django.db.utils import OperationalError
+
+    client = client_for(make_user())
+
+    def unreachable(**kwargs):
+        raise OperationalError("connection refused")
+
+    # Fault injection: the real outage is drilled in consumers/tests/test_reliability.py.
+    monkeypatch.setattr("posts.views.post_create", unreachable)
+    response = client.post("/posts", {"content": "hi"}, format="json")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert "detail" in response.json()

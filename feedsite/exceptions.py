@@ -1,0 +1,20 @@
+"""API error handling beyond DRF's defaults."""
+
+from typing import Any
+
+from django.db.utils import InterfaceError, OperationalError
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus a JSON 503 (not a 500) while the database is unreachable."""
+    response = exception_handler(exc, context)
+    if response is None and isinstance(exc, OperationalError | InterfaceError):
+        return Response(
+            {"detail": "Service temporarily unavailable; try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    return response
