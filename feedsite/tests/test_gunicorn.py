@@ -1,6 +1,5 @@
 """The API under gunicorn with several workers: summed metrics, and fork-safe publishing."""
 
-import os
 import re
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import pytest
 import requests
 from rest_framework.authtoken.models import Token
 
-from consumers import producer
 from consumers.models import OutboxMessage
 from feedsite.testing import ROOT, free_port, stop_process, subprocess_env, topic_read, wait_for
 
@@ -100,24 +98,40 @@ def test_every_preloaded_workers_posts_are_delivered(gunicorn, make_user, settin
     assert len(topic_read(settings.FEED_EVENTS_TOPIC, count=30)) == 30
 
 
-def test_a_forked_child_builds_its_own_producer(settings, monkeypatch):
-    # No report thread may be inside librdkafka at the fork (threads and fork do not mix).
-    monkeypatch.setattr(producer, "_background_reports", False)
-    producer.producer_reset()
-    parent = producer.producer_get()
-    assert producer.producer_flush(10) == 0
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        status = 1
-        try:
-            child = producer.producer_get()
-            producer.message_publish(topic=settings.FEED_EVENTS_TOPIC, key="k", value=b"from the child")
-            status = 0 if child is not parent and producer.producer_flush(10) == 0 else 1
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
+FORK_SCRIPT = """
+import os, sys
+import django
+django.setup()
+from django.conf import settings
+from consumers import producer
 
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert producer.producer_get() is parent
+parent = producer.producer_get()  # a producer exists before the fork, as after a preload
+assert producer.producer_flush(10) == 0
+pid = os.fork()
+if pid == 0:
+    status = 1
+    try:
+        child = producer.producer_get()
+        producer.message_publish(topic=settings.FEED_EVENTS_TOPIC, key="k", value=b"from the child")
+        status = 0 if child is not parent and producer.producer_flush(10) == 0 else 2
+    finally:
+        os._exit(status)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) or (0 if producer.producer_get() is parent else 3))
+"""
+
+
+def test_a_forked_child_builds_its_own_producer(kafka, settings):
+    # A fresh process: forking this multi-threaded test process would prove nothing.
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        env=subprocess_env(kafka),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
     [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
     assert message.value() == b"from the child"
