@@ -1,8 +1,10 @@
+import io
 import json
 import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from django.core.management import call_command
 from django.db.utils import OperationalError
 from prometheus_client import REGISTRY
 
@@ -328,3 +330,32 @@ def test_offsets_are_committed_only_for_partitions_still_owned(worker, settings,
     assert {tp.partition: tp.offset for tp in offsets if tp.offset >= 0} == {
         kept: max(m.offset() for m in messages if m.partition() == kept) + 1
     }
+
+
+@pytest.mark.django_db
+def test_replaying_a_dead_letter_twice_applies_it_once(worker, settings, make_user, monkeypatch):
+
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    post = Post.objects.create(author=author, content="unlucky")
+    real = handlers.HANDLERS[POST_CREATED]
+
+    def outage_of_a_dependency(events):
+        raise ValueError("a bug, fixed by the next deploy")
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, outage_of_a_dependency)
+    publish(settings, created(post))
+    drain(worker, 1)
+    [dead] = DeadLetter.objects.all()
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, real)
+
+    call_command("dlq", "replay", str(dead.pk), stdout=io.StringIO())
+    call_command("dlq", "replay", str(dead.pk), stdout=io.StringIO())
+    drain(worker, 2)
+
+    assert sorted(FeedEntry.objects.values_list("user_id", "post_id")) == sorted(
+        [(author.pk, post.pk), (fan.pk, post.pk)]
+    )
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.REPLAYED
+    assert DeadLetter.objects.count() == 1
