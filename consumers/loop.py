@@ -50,6 +50,7 @@ RETRY_BACKOFF_MAX = 30.0
 LAG_REFRESH_SECONDS = 5.0
 
 Partition = tuple[str, int]
+Offsets = dict[Partition, int]
 
 
 class BreakerOpen(Exception):
@@ -177,10 +178,14 @@ class FanoutWorker:
 
     def _apply(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
-        applied = self._applied_offsets(messages)
+        applied, fetched = self._stored_offsets(messages)
+        self._store_offsets(messages, column="fetched_offset")
         fresh = [m for m in messages if m.offset() >= applied.get((m.topic(), m.partition()), 0)]
+        refetched = [m for m in fresh if m.offset() < fetched.get((m.topic(), m.partition()), 0)]
         if len(fresh) < len(messages):
-            metrics.FANOUT_REPROCESSED.inc(len(messages) - len(fresh))
+            metrics.FANOUT_REPROCESSED.labels("applied").inc(len(messages) - len(fresh))
+        if refetched:
+            metrics.FANOUT_REPROCESSED.labels("unapplied").inc(len(refetched))
 
         decoded: list[tuple[Message, Event]] = []
         failures: list[Failure] = []
@@ -198,7 +203,7 @@ class FanoutWorker:
             self.breaker.check(total=len(fresh), dead=len(failures))
             if failures:
                 dead_letters_record(failures=failures, group_id=self.group_id)
-            self._store_offsets(messages)
+            self._store_offsets(messages, column="next_offset")
         committed_at = timezone.now()
 
         if users:
@@ -261,27 +266,33 @@ class FanoutWorker:
                             failures.append(Failure.of(message, exc))
         return users
 
-    def _applied_offsets(self, messages: Sequence[Message]) -> dict[Partition, int]:
+    def _stored_offsets(
+        self, messages: Sequence[Message]
+    ) -> tuple[dict[Partition, int], dict[Partition, int]]:
+        """The applied and the fetched offsets stored for the batch's partitions."""
         partitions = {(m.topic(), m.partition()) for m in messages}
         rows = AppliedOffset.objects.filter(
             consumer_group=self.group_id,
             topic__in={t for t, _ in partitions},
             partition__in={p for _, p in partitions},
-        ).values_list("topic", "partition", "next_offset")
-        return {(t, p): o for t, p, o in rows}
+        ).values_list("topic", "partition", "next_offset", "fetched_offset")
+        return {(t, p): n for t, p, n, _ in rows}, {(t, p): f for t, p, _, f in rows}
 
-    def _store_offsets(self, messages: Sequence[Message]) -> None:
-        """Record, inside the batch's transaction, the next offset of each partition."""
+    def _store_offsets(self, messages: Sequence[Message], *, column: str) -> None:
+        """Raise ``column`` (next_offset or fetched_offset) to each partition's next offset."""
+        assert column in {"next_offset", "fetched_offset"}
         table = AppliedOffset._meta.db_table
-        next_offsets = _next_offsets(messages)
-        rows = [(self.group_id, t, p, o) for (t, p), o in next_offsets.items()]
-        placeholders = ", ".join(["(%s, %s, %s, %s, now())"] * len(rows))
+        rows = [(self.group_id, t, p, o) for (t, p), o in _next_offsets(messages).items()]
+        values = ", ".join(["(%s, %s, %s::integer, %s::bigint)"] * len(rows))
+        # A new row starts with both offsets at what is known: fetched, and maybe applied.
+        applied = "o" if column == "next_offset" else "0"
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (consumer_group, topic, partition, next_offset, updated_at) "
-                f"VALUES {placeholders} "
+                f"INSERT INTO {table} "
+                "(consumer_group, topic, partition, next_offset, fetched_offset, updated_at) "
+                f"SELECT g, t, p, {applied}, o, now() FROM (VALUES {values}) AS batch (g, t, p, o) "
                 "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
-                f"next_offset = GREATEST({table}.next_offset, EXCLUDED.next_offset), "
+                f"{column} = GREATEST({table}.{column}, EXCLUDED.{column}), "
                 "updated_at = EXCLUDED.updated_at",
                 [value for row in rows for value in row],
             )

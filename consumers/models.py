@@ -77,13 +77,16 @@ class OutboxMessage(models.Model):
 
 
 class AppliedOffset(models.Model):
-    """The next offset to apply per consumer group and partition, written in the same
-    transaction as the feed entries, so a redelivered message is recognised and skipped."""
+    """Per consumer group and partition: the next offset to apply, written in the same
+    transaction as the feed entries, so a redelivered message is recognised and skipped;
+    and the offset after the last message fetched, written before a batch is applied, so
+    a message fetched again after an unclean stop is counted as reprocessed."""
 
     consumer_group = models.CharField(max_length=255)
     topic = models.CharField(max_length=255)
     partition = models.IntegerField()
     next_offset = models.BigIntegerField()
+    fetched_offset = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -43,7 +43,10 @@ OUTBOX_OLDEST_AGE = Gauge(
 )
 
 FANOUT_REPROCESSED = Counter(
-    "feed_fanout_reprocessed", "Redelivered messages skipped because they were already applied."
+    "feed_fanout_reprocessed",
+    "Messages fetched again after an earlier worker fetched them: already applied (skipped) "
+    "or not yet applied (applied now).",
+    ["reason"],
 )
 FANOUT_RETRIES = Counter("feed_fanout_retries", "Batch or event retries, by reason.", ["reason"])
 FANOUT_BREAKER_OPEN = Gauge(

@@ -96,9 +96,10 @@ def assert_exact(graph: Graph) -> None:
 
 
 def scrape(port: int, name: str) -> float:
+    """The sum of a metric's samples, over all label values, as the worker exports it."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
 
 
 def worker_env(kafka, **extra):
