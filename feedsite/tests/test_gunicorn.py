@@ -98,33 +98,18 @@ def test_every_preloaded_workers_posts_are_delivered(gunicorn, make_user, settin
     assert len(topic_read(settings.FEED_EVENTS_TOPIC, count=30)) == 30
 
 
-FORK_SCRIPT = """
-import os, sys
-import django
-django.setup()
-from django.conf import settings
+PRELOAD_SCRIPT = """
+import feedsite.wsgi
 from consumers import producer
-
-parent = producer.producer_get()  # a producer exists before the fork, as after a preload
-assert producer.producer_flush(10) == 0
-pid = os.fork()
-if pid == 0:
-    status = 1
-    try:
-        child = producer.producer_get()
-        producer.message_publish(topic=settings.FEED_EVENTS_TOPIC, key="k", value=b"from the child")
-        status = 0 if child is not parent and producer.producer_flush(10) == 0 else 2
-    finally:
-        os._exit(status)
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status) or (0 if producer.producer_get() is parent else 3))
+print("no client" if producer._producer is None else "client created before the fork")
 """
 
 
-def test_a_forked_child_builds_its_own_producer(kafka, settings):
-    # A fresh process: forking this multi-threaded test process would prove nothing.
+def test_loading_the_app_creates_no_kafka_client_before_the_fork(kafka):
+    # librdkafka clients do not survive a fork; gunicorn's preload loads the app in the
+    # master, so the app must leave creating the producer to each worker's first use.
     result = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
+        [sys.executable, "-c", PRELOAD_SCRIPT],
         env=subprocess_env(kafka),
         cwd=ROOT,
         capture_output=True,
@@ -133,5 +118,4 @@ def test_a_forked_child_builds_its_own_producer(kafka, settings):
     )
 
     assert result.returncode == 0, result.stderr
-    [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
-    assert message.value() == b"from the child"
+    assert result.stdout.strip() == "no client"
