@@ -6,9 +6,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from prometheus_client import start_http_server
 
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
+from consumers.process import metrics_serve, stop_on_signals
 
 logger = logging.getLogger("consumers.run_fanout")
 
@@ -30,8 +30,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"], addr=settings.METRICS_HOST)
+        metrics_serve(options["metrics_port"])
         worker = FanoutWorker(
             consumer=consumer_build(
                 group_id=options["group"], session_timeout_ms=settings.FANOUT_SESSION_TIMEOUT_MS
@@ -45,8 +44,7 @@ class Command(BaseCommand):
             ),
         )
 
-        def request_stop(signum: int, _frame: Any) -> None:
-            logger.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        def request_stop() -> None:
             worker.stop()
             signal.alarm(settings.FANOUT_SHUTDOWN_TIMEOUT)
 
@@ -54,8 +52,7 @@ class Command(BaseCommand):
             logger.error("no clean stop within %ss; exiting", settings.FANOUT_SHUTDOWN_TIMEOUT)
             os._exit(1)
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(request_stop)
         signal.signal(signal.SIGALRM, give_up)
         logger.info("fan-out worker started: group=%s", options["group"])
         try:

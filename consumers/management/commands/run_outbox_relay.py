@@ -1,13 +1,12 @@
 import datetime
 import logging
-import signal
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from prometheus_client import start_http_server
 
 from consumers.outbox import OutboxRelay, relay_loop
+from consumers.process import metrics_serve, stop_on_signals
 
 logger = logging.getLogger("consumers.run_outbox_relay")
 
@@ -25,8 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"], addr=settings.METRICS_HOST)
+        metrics_serve(options["metrics_port"])
         relay = OutboxRelay(
             batch_size=options["batch_size"],
             grace=datetime.timedelta(seconds=settings.OUTBOX_RELAY_GRACE_SECONDS),
@@ -35,13 +33,11 @@ class Command(BaseCommand):
         )
         stopping = False
 
-        def request_stop(signum: int, _frame: Any) -> None:
+        def request_stop() -> None:
             nonlocal stopping
-            logger.info("%s received: stopping after this batch", signal.Signals(signum).name)
             stopping = True
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(request_stop)
         logger.info("outbox relay started")
         relay_loop(
             relay,
