@@ -4,6 +4,7 @@ Each drill ends with the same check: the feed table holds exactly the expected (
 post) pairs, with none missing and none extra, and nothing was dead-lettered.
 """
 
+import os
 import random
 import re
 import signal
@@ -209,6 +210,9 @@ def restart_postgres() -> None:
 
 
 def restart_redis() -> None:
+    """Restart the local Redis the way .ci/run starts it."""
+    for directory in ("/var/lib/redis", "/var/log/redis"):
+        os.makedirs(directory, exist_ok=True)
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10)
     subprocess.run(
         [
