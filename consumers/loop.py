@@ -178,10 +178,10 @@ class FanoutWorker:
 
     def _apply(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
-        applied, fetched = self._stored_offsets(messages)
+        applied_to, fetched_to = self._stored_offsets(messages)
         self._store_offsets(messages, column="fetched_offset")
-        fresh = [m for m in messages if m.offset() >= applied.get((m.topic(), m.partition()), 0)]
-        refetched = [m for m in fresh if m.offset() < fetched.get((m.topic(), m.partition()), 0)]
+        fresh = [m for m in messages if m.offset() >= applied_to.get((m.topic(), m.partition()), 0)]
+        refetched = [m for m in fresh if m.offset() < fetched_to.get((m.topic(), m.partition()), 0)]
         if len(fresh) < len(messages):
             metrics.FANOUT_REPROCESSED.labels("applied").inc(len(messages) - len(fresh))
         if refetched:
@@ -214,18 +214,16 @@ class FanoutWorker:
         self.breaker.record(total=len(fresh), dead=len(failures))
 
         failed = {id(f.message) for f in failures}
-        for message, event in decoded:
-            if id(message) not in failed:
-                metrics.FANOUT_EVENTS.labels(event.type).inc()
-                metrics.POST_TO_FEED_LATENCY.observe(
-                    max((committed_at - event.occurred_at).total_seconds(), 0.0)
-                )
+        applied = [(m, event) for m, event in decoded if id(m) not in failed]
+        for _, event in applied:
+            metrics.FANOUT_EVENTS.labels(event.type).inc()
+            metrics.POST_TO_FEED_LATENCY.observe(max((committed_at - event.occurred_at).total_seconds(), 0.0))
         elapsed = time.monotonic() - started
         metrics.FANOUT_BATCH_DURATION.observe(elapsed)
         logger.info(
             "batch messages=%d applied=%d skipped=%d dead_letters=%d users=%d partitions=%s seconds=%.3f",
             len(messages),
-            len(decoded) - len(failed & {id(m) for m, _ in decoded}),
+            len(applied),
             len(messages) - len(fresh),
             len(failures),
             len(users),

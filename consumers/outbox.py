@@ -10,10 +10,9 @@ idempotent. Rows are marked sent only from a delivery report, then pruned.
 
 import datetime
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from confluent_kafka import KafkaError, Message
@@ -23,7 +22,7 @@ from django.utils import timezone
 
 from consumers.events import Event, event_encode
 from consumers.models import OutboxMessage
-from consumers.producer import message_publish, producer_flush
+from consumers.producer import Deliveries, message_publish, producer_flush
 from consumers.topics import Topic
 from feedsite import metrics
 
@@ -48,32 +47,6 @@ def outbox_enqueue(*, event: Event, key: str) -> OutboxMessage:
     return row
 
 
-@dataclass
-class Deliveries:
-    """Delivery reports of one publish call, filled in by the producer's callbacks.
-
-    The callbacks may run on another thread (the API's report thread), so a caller that
-    needs the outcome waits for it rather than assuming ``flush`` ran them.
-    """
-
-    expected: int
-    acked: list[int] = field(default_factory=list)
-    failed: list[KafkaError | Exception] = field(default_factory=list)
-    _done: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        if self.expected == 0:
-            self._done.set()
-
-    def reported(self) -> None:
-        if len(self.acked) + len(self.failed) >= self.expected:
-            self._done.set()
-
-    def wait(self, timeout: float) -> bool:
-        """Whether every report arrived within ``timeout`` seconds."""
-        return self._done.wait(timeout)
-
-
 def outbox_publish(*, rows: Sequence[OutboxMessage]) -> Deliveries:
     """Queue ``rows`` on the producer; each is marked sent when its delivery is reported."""
     deliveries = Deliveries(expected=len(rows))
@@ -94,23 +67,23 @@ def _report(
     row_id: int, event_type: str, deliveries: Deliveries, err: KafkaError | None, msg: Message
 ) -> None:
     if err is not None:
-        deliveries.failed.append(err)
         metrics.EVENTS_PUBLISH_FAILED.labels(msg.topic(), event_type).inc()
         logger.warning("outbox row %d not delivered: %s", row_id, err)
+        deliveries.fail(err)
         return
     try:
-        # Reports may run on a long-lived thread: drop its connection if it broke
-        # (never inside a transaction, such as the relay's).
-        if not connection.in_atomic_block:
-            close_old_connections()
         OutboxMessage.objects.filter(pk=row_id, sent_at__isnull=True).update(sent_at=timezone.now())
     except Exception as exc:
         # Delivered but not marked: the relay will publish it again, which is harmless.
         logger.exception("outbox row %d delivered but not marked sent", row_id)
-        deliveries.failed.append(exc)
+        # Reports may run on a long-lived thread: drop its connection if it broke, so the
+        # next report reconnects (never inside a transaction, such as the relay's).
+        if not connection.in_atomic_block:
+            close_old_connections()
+        deliveries.fail(exc)
         return
-    deliveries.acked.append(row_id)
     metrics.EVENTS_PUBLISHED.labels(msg.topic(), event_type).inc()
+    deliveries.ack(row_id)
 
 
 @dataclass

@@ -10,13 +10,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
 
-from consumers.events import Event, event_encode
-from consumers.topics import Topic, kafka_config
-from feedsite import metrics
+from consumers.topics import kafka_config
 
 logger = logging.getLogger(__name__)
 
@@ -116,56 +115,60 @@ class DeliveryFailed(Exception):
     """The broker did not acknowledge every message in time."""
 
 
+@dataclass
+class Deliveries:
+    """The delivery reports of one publish call.
+
+    Reports may be served on another thread (the API's report thread), so a caller that
+    needs the outcome waits for it rather than assuming ``flush`` ran the callbacks.
+    """
+
+    expected: int
+    acked: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.expected == 0:
+            self._done.set()
+
+    def ack(self, item: object) -> None:
+        self.acked.append(item)
+        self._check()
+
+    def fail(self, error: object) -> None:
+        self.failed.append(error)
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.acked) + len(self.failed) >= self.expected:
+            self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every report arrived within ``timeout`` seconds."""
+        return self._done.wait(timeout)
+
+
 def messages_publish_confirmed(messages: Sequence[dict], *, timeout: float | None = None) -> None:
     """Publish ``messages`` (keyword arguments of message_publish) and wait for the broker.
 
     Returns once every message is acknowledged; raises DeliveryFailed otherwise.
     """
-    errors: list[KafkaError] = []
-    pending = len(messages)
-    done = threading.Event()
-    if not messages:
-        done.set()
-
-    def report(err: KafkaError | None, _msg: Message) -> None:
-        nonlocal pending
-        if err is not None:
-            errors.append(err)
-        pending -= 1
-        if pending == 0:
-            done.set()
-
     if timeout is None:
         timeout = settings.KAFKA_PRODUCER_FLUSH_TIMEOUT
+    deliveries = Deliveries(expected=len(messages))
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            deliveries.ack(msg)
+        else:
+            deliveries.fail(err)
+
     for message in messages:
         message_publish(**message, on_delivery=report)
     producer_flush(timeout)
-    # Reports may be served on another thread; wait for this call's own.
-    done.wait(timeout)
-    if errors or pending:
-        first = errors[0] if errors else "no delivery report"
-        raise DeliveryFailed(f"{len(errors) + pending} of {len(messages)} not delivered: {first}")
-
-
-def event_publish(*, event: Event, key: str) -> None:
-    """Publish ``event`` to the feed events topic, partitioned by ``key``."""
-    topic = Topic.FEED_EVENTS.topic_name
-
-    def report(err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            metrics.EVENTS_PUBLISHED.labels(topic, event.type).inc()
-        else:
-            metrics.EVENTS_PUBLISH_FAILED.labels(topic, event.type).inc()
-            logger.error("event %s (%s) was not delivered: %s", event.event_id, event.type, err)
-
-    try:
-        message_publish(
-            topic=topic,
-            key=key,
-            value=event_encode(event),
-            headers=[("event_type", event.type), ("event_id", str(event.event_id))],
-            on_delivery=report,
-        )
-    except Exception:
-        metrics.EVENTS_PUBLISH_FAILED.labels(topic, event.type).inc()
-        raise
+    deliveries.wait(timeout)
+    missing = len(messages) - len(deliveries.acked)
+    if missing:
+        first = deliveries.failed[0] if deliveries.failed else "no delivery report"
+        raise DeliveryFailed(f"{missing} of {len(messages)} not delivered: {first}")

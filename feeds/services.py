@@ -19,7 +19,8 @@ class FanoutResult:
     users: set[int] = field(default_factory=set)
 
 
-@transaction.atomic
+# Joins the worker's transaction, whose handler savepoint already isolates a failure.
+@transaction.atomic(savepoint=False)
 def feed_fanout_posts(*, post_ids: Iterable[int]) -> FanoutResult:
     """Add each post to its author's feed and to every follower's feed.
 

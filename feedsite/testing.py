@@ -1,6 +1,8 @@
-"""Helpers for the test suite: polling with a deadline, reading topics, child processes."""
+"""Helpers for the test suite and failure drills: polling with a deadline, reading topics and
+metrics, child processes, restarting the local services."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
 from consumers.topics import kafka_config
@@ -96,3 +98,57 @@ def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait(timeout)
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of a metric's samples in Prometheus text, over every label value.
+
+    ``name`` may carry labels itself (``name{a="b"}``) to pick one series.
+    """
+    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+def offsets_committed(consumer: Consumer, *, topic: str, partitions: int) -> int:
+    """The sum of the offsets the consumer's group committed on ``topic`` (none: 0)."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+
+
+def restart_postgres() -> None:
+    """Restart the local PostgreSQL cluster (needs pg_ctlcluster and the rights to use it)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        timeout=60,
+    )
+
+
+def restart_redis() -> None:
+    """Restart the local Redis the way .ci/run starts it."""
+    for directory in ("/var/lib/redis", "/var/log/redis"):
+        os.makedirs(directory, exist_ok=True)
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
+        check=True,
+        timeout=10,
+    )

@@ -23,6 +23,7 @@ class Post(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         # The post_save receiver stores the post's event in the outbox; both must commit
-        # together even when the caller runs in autocommit mode.
-        with transaction.atomic():
+        # together even when the caller runs in autocommit mode. Inside a caller's
+        # transaction this joins it (no savepoint: nothing here needs a partial rollback).
+        with transaction.atomic(savepoint=False):
             super().save(*args, **kwargs)

@@ -1,6 +1,5 @@
 """The whole path: HTTP API, PostgreSQL, broker, the real run_fanout process, feeds, cache."""
 
-import re
 import signal
 
 import pytest
@@ -8,14 +7,17 @@ import requests
 
 from consumers.models import DeadLetter
 from consumers.producer import message_publish, producer_flush
-from feedsite.testing import free_port, start_manage, stop_process, subprocess_env, topic_read, wait_for
+from feedsite.testing import (
+    free_port,
+    metric_sum,
+    start_manage,
+    stop_process,
+    subprocess_env,
+    topic_read,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 class Api:
@@ -64,9 +66,9 @@ def test_posts_reach_followers_through_kafka_and_the_worker(live_server, fanout_
         )
 
     # A repeated read is served from the cache.
-    hits_before = metric(api.call("GET", "/metrics").text, "feed_cache_hits_total")
+    hits_before = metric_sum(api.call("GET", "/metrics").text, "feed_cache_hits_total")
     assert api.feed_ids(fan1) == [post["id"]]
-    assert metric(api.call("GET", "/metrics").text, "feed_cache_hits_total") == hits_before + 1
+    assert metric_sum(api.call("GET", "/metrics").text, "feed_cache_hits_total") == hits_before + 1
 
     # Garbage on the topic is dead-lettered, and the next good post still gets through.
     message_publish(topic=settings.FEED_EVENTS_TOPIC, key=str(star["id"]), value=b"{oops")
@@ -81,8 +83,8 @@ def test_posts_reach_followers_through_kafka_and_the_worker(live_server, fanout_
 
     # The worker exports its own metrics.
     worker_metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    assert metric(worker_metrics, "feed_fanout_rows_total") >= 6
-    assert metric(worker_metrics, "feed_post_to_feed_latency_seconds_count") >= 2
+    assert metric_sum(worker_metrics, "feed_fanout_rows_total") >= 6
+    assert metric_sum(worker_metrics, "feed_post_to_feed_latency_seconds_count") >= 2
     assert 'feed_dead_letters_total{error="UndecodableEvent"} 1.0' in worker_metrics
 
     # SIGTERM: the worker finishes its batch and exits cleanly.

@@ -15,7 +15,7 @@ from consumers.models import DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds import cache
 from feeds.models import FeedEntry
-from feedsite.testing import topic_read
+from feedsite.testing import offsets_committed, topic_read
 from follows.models import Follow
 from posts.models import Post
 
@@ -59,10 +59,9 @@ def drain(worker: FanoutWorker, count: int, timeout: float = 30.0) -> None:
 
 
 def committed(worker: FanoutWorker, settings) -> int:
-    partitions = [
-        TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)
-    ]
-    return sum(max(tp.offset, 0) for tp in worker.consumer.committed(partitions, timeout=10))
+    return offsets_committed(
+        worker.consumer, topic=settings.FEED_EVENTS_TOPIC, partitions=settings.FEED_EVENTS_PARTITIONS
+    )
 
 
 def sample(name: str, **labels: str) -> float:

@@ -4,9 +4,7 @@ Each drill ends with the same check: the feed table holds exactly the expected (
 post) pairs, with none missing and none extra, and nothing was dead-lettered.
 """
 
-import os
 import random
-import re
 import signal
 import subprocess
 import threading
@@ -23,7 +21,17 @@ from consumers.loop import consumer_build
 from consumers.models import AppliedOffset, DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds.models import FeedEntry
-from feedsite.testing import free_port, start_manage, stop_process, subprocess_env, wait_for
+from feedsite.testing import (
+    free_port,
+    metric_sum,
+    offsets_committed,
+    restart_postgres,
+    restart_redis,
+    start_manage,
+    stop_process,
+    subprocess_env,
+    wait_for,
+)
 from follows.models import Follow
 from posts.models import Post
 
@@ -98,9 +106,7 @@ def assert_exact(graph: Graph) -> None:
 
 def scrape(port: int, name: str) -> float:
     """The sum of a metric's samples, over all label values, as the worker exports it."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
-    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+    return metric_sum(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, name)
 
 
 def worker_env(kafka, **extra):
@@ -110,10 +116,9 @@ def worker_env(kafka, **extra):
 def committed_total(settings) -> int:
     consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
     try:
-        partitions = [
-            TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)
-        ]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+        return offsets_committed(
+            consumer, topic=settings.FEED_EVENTS_TOPIC, partitions=settings.FEED_EVENTS_PARTITIONS
+        )
     finally:
         consumer.close()
 
@@ -198,44 +203,6 @@ def test_sigterm_under_load_commits_so_a_restart_reprocesses_nothing(kafka, sett
         assert scrape(port, "feed_fanout_reprocessed_total") == 0
     finally:
         stop_process(worker)
-
-
-def restart_postgres() -> None:
-    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-        check=True,
-        timeout=60,
-    )
-
-
-def restart_redis() -> None:
-    """Restart the local Redis the way .ci/run starts it."""
-    for directory in ("/var/lib/redis", "/var/log/redis"):
-        os.makedirs(directory, exist_ok=True)
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10)
-    subprocess.run(
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ],
-        check=True,
-        timeout=10,
-    )
 
 
 def redis_answers() -> bool:

@@ -1,6 +1,5 @@
 """The API under gunicorn with several workers: summed metrics, and fork-safe publishing."""
 
-import re
 import subprocess
 import sys
 
@@ -9,15 +8,13 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from consumers.models import OutboxMessage
-from feedsite.testing import ROOT, free_port, stop_process, subprocess_env, topic_read, wait_for
+from feedsite.testing import ROOT, free_port, metric_sum, stop_process, subprocess_env, topic_read, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 40
-HEALTHZ = re.compile(
-    r'^django_http_requests_total_by_view_transport_method_total\{method="GET",transport="http",'
-    r'view="healthz"\} (\S+)$',
-    re.MULTILINE,
+HEALTHZ = (
+    'django_http_requests_total_by_view_transport_method_total{method="GET",transport="http",view="healthz"}'
 )
 
 
@@ -64,13 +61,13 @@ def gunicorn(kafka, tmp_path):
 
 def test_metrics_sum_over_all_gunicorn_workers(gunicorn):
     base, metrics_dir = gunicorn()
-    before = float(HEALTHZ.search(requests.get(f"{base}/metrics", timeout=5).text).group(1))
+    before = metric_sum(requests.get(f"{base}/metrics", timeout=5).text, HEALTHZ)
 
     for _ in range(REQUESTS):
         # A new connection each time, so that the workers share the requests.
         assert requests.get(f"{base}/healthz", timeout=5, headers={"Connection": "close"}).ok
 
-    after = float(HEALTHZ.search(requests.get(f"{base}/metrics", timeout=5).text).group(1))
+    after = metric_sum(requests.get(f"{base}/metrics", timeout=5).text, HEALTHZ)
     assert after - before == REQUESTS
     writers = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("*.db")}
     assert len(writers) >= 2, "only one worker process wrote metrics"
