@@ -12,6 +12,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 POST_CREATED = "post.created"
+POST_DELETED = "post.deleted"
+FOLLOW_CREATED = "follow.created"
+FOLLOW_DELETED = "follow.deleted"
 
 
 class PoisonMessage(Exception):
@@ -47,8 +50,27 @@ class PostCreated(BaseModel):
     author_id: int = Field(ge=1)
 
 
+class PostDeleted(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    post_id: int = Field(ge=1)
+    author_id: int = Field(ge=1)
+
+
+class FollowChanged(BaseModel):
+    """Payload of follow.created and follow.deleted."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    follower_id: int = Field(ge=1)
+    followee_id: int = Field(ge=1)
+
+
 PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     (POST_CREATED, 1): PostCreated,
+    (POST_DELETED, 1): PostDeleted,
+    (FOLLOW_CREATED, 1): FollowChanged,
+    (FOLLOW_DELETED, 1): FollowChanged,
 }
 
 

@@ -1,24 +1,45 @@
 """Event handlers, registered by type. Adding an event type: one function, one line below.
 
-A handler takes consecutive events of its type (in partition order) and returns the
-users whose feeds changed, so their cached pages can be invalidated.
+A handler takes consecutive events of its type (in partition order) and returns what it
+changed in the feeds, so that the loop can invalidate cached pages and trim feeds.
 """
 
 from collections.abc import Callable, Sequence
 
-from consumers.events import POST_CREATED, Event
-from feeds.services import feed_fanout_posts
+from consumers.events import FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
+from feeds.services import FeedChanges, feed_backfill, feed_fanout_posts, feed_remove_posts, feed_unfollow
 from feedsite import metrics
 
-Handler = Callable[[Sequence[Event]], set[int]]
+Handler = Callable[[Sequence[Event]], FeedChanges]
 
 
-def post_created(events: Sequence[Event]) -> set[int]:
-    result = feed_fanout_posts(post_ids=[event.payload.post_id for event in events])
-    metrics.FANOUT_ROWS.inc(result.rows)
-    return result.users
+def post_created(events: Sequence[Event]) -> FeedChanges:
+    changes = feed_fanout_posts(post_ids=[event.payload.post_id for event in events])
+    metrics.FANOUT_ROWS.inc(changes.rows)
+    return changes
+
+
+def post_deleted(events: Sequence[Event]) -> FeedChanges:
+    return feed_remove_posts(posts=[(event.payload.post_id, event.payload.author_id) for event in events])
+
+
+def follow_created(events: Sequence[Event]) -> FeedChanges:
+    changes = feed_backfill(follows=_pairs(events))
+    metrics.FANOUT_ROWS.inc(changes.rows)
+    return changes
+
+
+def follow_deleted(events: Sequence[Event]) -> FeedChanges:
+    return feed_unfollow(follows=_pairs(events))
+
+
+def _pairs(events: Sequence[Event]) -> list[tuple[int, int]]:
+    return [(event.payload.follower_id, event.payload.followee_id) for event in events]
 
 
 HANDLERS: dict[str, Handler] = {
     POST_CREATED: post_created,
+    POST_DELETED: post_deleted,
+    FOLLOW_CREATED: follow_created,
+    FOLLOW_DELETED: follow_deleted,
 }

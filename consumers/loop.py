@@ -25,12 +25,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.deadletters import Failure, dead_letters_publish, dead_letters_record
-from consumers.events import Event, PoisonMessage, UnknownEventType, event_decode
+from consumers.events import POST_CREATED, Event, PoisonMessage, UnknownEventType, event_decode
 from consumers.handlers import HANDLERS
 from consumers.models import AppliedOffset
 from consumers.producer import DeliveryFailed
 from consumers.topics import Topic, kafka_config
 from feeds.cache import pages_invalidate
+from feeds.services import FeedChanges, feeds_trim
 from feedsite import metrics
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class FanoutWorker:
         batch_timeout: float,
         max_retries: int = 3,
         breaker: DeadLetterBreaker | None = None,
+        trim_interval: float = 0.0,
     ) -> None:
         self.consumer = consumer
         self.group_id = group_id
@@ -120,6 +122,9 @@ class FanoutWorker:
         self.breaker = breaker or DeadLetterBreaker(max_ratio=1.0, window=1)
         self._stopping = False
         self._lag_refreshed = 0.0
+        self.trim_interval = trim_interval
+        self._untrimmed: set[int] = set()
+        self._trimmed_at = time.monotonic()
 
     def subscribe(self) -> None:
         self.consumer.subscribe([Topic.FEED_EVENTS.topic_name])
@@ -141,6 +146,8 @@ class FanoutWorker:
         messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if _ok(m)]
         if messages:
             self._apply_with_retry(messages)
+        if self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval:
+            self._trim()
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
             self._observe_lag()
         return len(messages)
@@ -199,15 +206,16 @@ class FanoutWorker:
                 failures.append(Failure.of(message, exc))
 
         with transaction.atomic():
-            users = self._handle(decoded, failures)
+            changes = self._handle(decoded, failures)
             self.breaker.check(total=len(fresh), dead=len(failures))
             if failures:
                 dead_letters_record(failures=failures, group_id=self.group_id)
             self._store_offsets(messages, column="next_offset")
         committed_at = timezone.now()
 
-        if users:
-            pages_invalidate(users)
+        if changes.changed:
+            pages_invalidate(changes.changed)
+        self._untrimmed |= changes.grown
         if failures:
             dead_letters_publish(failures=failures, group_id=self.group_id)
         self._commit(messages)
@@ -217,7 +225,9 @@ class FanoutWorker:
         applied = [(m, event) for m, event in decoded if id(m) not in failed]
         for _, event in applied:
             metrics.FANOUT_EVENTS.labels(event.type).inc()
-            metrics.POST_TO_FEED_LATENCY.observe(max((committed_at - event.occurred_at).total_seconds(), 0.0))
+            if event.type == POST_CREATED:
+                latency = (committed_at - event.occurred_at).total_seconds()
+                metrics.POST_TO_FEED_LATENCY.observe(max(latency, 0.0))
         elapsed = time.monotonic() - started
         metrics.FANOUT_BATCH_DURATION.observe(elapsed)
         logger.info(
@@ -226,25 +236,25 @@ class FanoutWorker:
             len(applied),
             len(messages) - len(fresh),
             len(failures),
-            len(users),
+            len(changes.changed),
             ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items()),
             elapsed,
         )
 
-    def _handle(self, decoded: Sequence[tuple[Message, Event]], failures: list[Failure]) -> set[int]:
+    def _handle(self, decoded: Sequence[tuple[Message, Event]], failures: list[Failure]) -> FeedChanges:
         """Run handlers over consecutive same-type runs, in order.
 
         A run that fails for a reason other than a service outage is retried event by
         event, each in its own savepoint and up to ``max_retries`` times; an event that
         still fails becomes a failure for the dead-letter queue.
         """
-        users: set[int] = set()
+        changes = FeedChanges()
         for event_type, run in groupby(decoded, key=lambda pair: pair[1].type):
             run = list(run)
             handler = HANDLERS[event_type]
             try:
                 with transaction.atomic():
-                    users |= handler([event for _, event in run])
+                    changes |= handler([event for _, event in run])
                 continue
             except TRANSIENT_ERRORS:
                 raise
@@ -254,7 +264,7 @@ class FanoutWorker:
                 for attempt in range(1, self.max_retries + 1):
                     try:
                         with transaction.atomic():
-                            users |= handler([event])
+                            changes |= handler([event])
                         break
                     except TRANSIENT_ERRORS:
                         raise
@@ -262,7 +272,26 @@ class FanoutWorker:
                         metrics.FANOUT_RETRIES.labels("handler").inc()
                         if attempt == self.max_retries:
                             failures.append(Failure.of(message, exc))
-        return users
+        return changes
+
+    def _trim(self) -> None:
+        """Trim the feeds that grew since the last trim back to FEED_MAX_ENTRIES.
+
+        Trimming is idempotent and may lag: a feed that was not trimmed before a crash is
+        trimmed the next time it grows.
+        """
+        self._trimmed_at = time.monotonic()
+        started = time.monotonic()
+        users, self._untrimmed = self._untrimmed, set()
+        try:
+            deleted = feeds_trim(user_ids=users)
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("feed trim failed (%s: %s); will retry", type(exc).__name__, exc)
+            self._untrimmed |= users
+            close_old_connections()
+            return
+        metrics.FEED_TRIMMED.inc(deleted)
+        logger.info("trim users=%d deleted=%d seconds=%.3f", len(users), deleted, time.monotonic() - started)
 
     def _stored_offsets(
         self, messages: Sequence[Message]

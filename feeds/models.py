@@ -14,11 +14,32 @@ class FeedEntry(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    # Indexed so that deleting a post removes its entries without scanning every feed.
-    post = models.ForeignKey("posts.Post", on_delete=models.CASCADE, related_name="+")
+    # Deleting a post does not touch feeds in the request: its post.deleted event makes
+    # the worker remove the entries (found through this index), and reads join posts, so
+    # a deleted post vanishes at once. Hence no database constraint.
+    post = models.ForeignKey(
+        "posts.Post", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
 
     class Meta:
         verbose_name_plural = "feed entries"
 
     def __str__(self) -> str:
         return f"post {self.post_id} in the feed of {self.user_id}"
+
+
+class PulledAuthor(models.Model):
+    """An author whose posts are merged into followers' feeds at read time (hybrid fan-out).
+
+    The worker marks an author when a post finds more than FANOUT_FOLLOWER_LIMIT followers
+    and writes no feed rows for it. The mark stays: posts written while it was set exist
+    only for readers that merge them.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    marked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"author {self.user_id}, merged at read time"

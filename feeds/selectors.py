@@ -1,27 +1,94 @@
+"""Feed reads: stored entries, merged with what is not stored.
+
+A feed is every post of the accounts a user follows and of the user, newest first. Three
+sources make it up:
+
+- stored entries, written by fan-out on write and trimmed to FEED_MAX_ENTRIES;
+- posts of followed *pulled* authors (too many followers to fan out), merged at read time;
+- below the oldest stored entry, the posts of every followed author, pulled from the
+  posts index, so that history does not end where the stored entries do.
+
+Each page is the newest ``limit`` posts older than the cursor across these sources, so
+paging with the last id as cursor yields every post once, in order, while new posts
+arrive above it.
+"""
+
 import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Subquery
+from django.db import connection
 
 from feeds import cache
 from feeds.cursor import cursor_encode
-from feeds.models import FeedEntry
+from feeds.models import FeedEntry, PulledAuthor
 from feedsite import metrics
+from follows.models import Follow
 from posts.models import Post
 from posts.serializers import post_json
 
 User = get_user_model()
 
+# Above every post id: bigint's largest value.
+NEWEST = 2**63 - 1
+
+
+def _stored_ids(user_id: int, *, before: int, count: int) -> list[int]:
+    """The newest stored entries of a feed whose posts still exist (deletes are eventual)."""
+    with connection.cursor() as cursor:
+        # A backward scan of the (user_id, post_id) primary key, stopping at ``count``.
+        cursor.execute(
+            f"SELECT f.post_id FROM {FeedEntry._meta.db_table} AS f "
+            f"JOIN {Post._meta.db_table} AS p ON p.id = f.post_id "
+            "WHERE f.user_id = %s AND f.post_id < %s ORDER BY f.post_id DESC LIMIT %s",
+            [user_id, before, count],
+        )
+        return [post_id for (post_id,) in cursor.fetchall()]
+
+
+def _newest_ids_by(author_ids: list[int], *, before: int, count: int) -> list[int]:
+    """The newest ``count`` post ids of these authors below ``before``: one short index
+    scan per author (post_author_newest), merged."""
+    if not author_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.id FROM unnest(%s::bigint[]) AS a (id) CROSS JOIN LATERAL ("
+            f"  SELECT id FROM {Post._meta.db_table} WHERE author_id = a.id AND id < %s"
+            "   ORDER BY id DESC LIMIT %s"
+            ") AS p ORDER BY p.id DESC LIMIT %s",
+            [author_ids, before, count, count],
+        )
+        return [post_id for (post_id,) in cursor.fetchall()]
+
+
+def _pulled_authors_of(user_id: int) -> list[int]:
+    """The pulled authors among the user and the accounts they follow."""
+    followed = Follow.objects.filter(follower_id=user_id).values("followee_id")
+    return list(
+        PulledAuthor.objects.filter(user_id__in=followed).values_list("user_id", flat=True).union(
+            PulledAuthor.objects.filter(user_id=user_id).values_list("user_id", flat=True)
+        )
+    )
+
+
+def feed_post_ids(*, user_id: int, count: int, before_post_id: int | None = None) -> list[int]:
+    """The ids of the newest ``count`` posts of a user's feed below ``before_post_id``."""
+    before = before_post_id or NEWEST
+    stored = _stored_ids(user_id, before=before, count=count)
+    ids = set(stored) | set(_newest_ids_by(_pulled_authors_of(user_id), before=before, count=count))
+    if len(stored) < count:
+        # The stored entries end here: the rest of the history is pulled.
+        floor = stored[-1] if stored else before
+        authors = [user_id, *Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)]
+        ids |= set(_newest_ids_by(authors, before=floor, count=count))
+    return sorted(ids, reverse=True)[:count]
+
 
 def feed_posts(*, user_id: int, limit: int, before_post_id: int | None = None) -> list[Post]:
     """Up to ``limit`` posts of a user's feed, newest first, older than ``before_post_id``."""
-    entries = FeedEntry.objects.filter(user_id=user_id)
-    if before_post_id is not None:
-        entries = entries.filter(post_id__lt=before_post_id)
-    # The subquery is a backward scan of the (user_id, post_id) primary key, stopping at limit.
-    newest = entries.order_by("-post_id").values("post_id")[:limit]
-    return list(Post.objects.filter(pk__in=Subquery(newest)).select_related("author").order_by("-pk"))
+    ids = feed_post_ids(user_id=user_id, count=limit, before_post_id=before_post_id)
+    return list(Post.objects.filter(pk__in=ids).select_related("author").order_by("-pk"))
 
 
 def feed_page(*, user_id: int, limit: int, before_post_id: int | None = None) -> bytes:

@@ -1,46 +1,206 @@
-"""Fan-out on write: copy each new post into its author's and followers' feeds."""
+"""Writes to the precomputed feeds, one function per kind of change.
+
+Every function is idempotent and decides from the current state of posts and follows, not
+from the event that triggered it, so a replayed or late event cannot undo a newer change.
+
+Locking: a function that copies an author's posts into feeds (fan-out, backfill) takes a
+shared advisory lock on the author for its transaction; one that removes them (delete,
+unfollow) takes an exclusive one. So a removal waits for copies in flight, and its
+DELETE then sees every row they wrote.
+"""
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 
-from feeds.models import FeedEntry
+from feeds.models import FeedEntry, PulledAuthor
 from follows.models import Follow
 from posts.models import Post
 
 INSERT_BATCH_SIZE = 5000
+TRIM_BATCH_SIZE = 1000
+# First key of the two-key advisory locks on authors; any constant unique to this project.
+AUTHOR_LOCK_CLASS = 0x6665
 
 
 @dataclass
-class FanoutResult:
+class FeedChanges:
+    """What a write did: rows written, and whose feeds changed or grew."""
+
     rows: int = 0
-    users: set[int] = field(default_factory=set)
+    # Cached pages of these users are stale.
+    changed: set[int] = field(default_factory=set)
+    # These feeds gained entries and may need trimming to FEED_MAX_ENTRIES.
+    grown: set[int] = field(default_factory=set)
+
+    def __ior__(self, other: "FeedChanges") -> "FeedChanges":
+        self.rows += other.rows
+        self.changed |= other.changed
+        self.grown |= other.grown
+        return self
+
+
+def _lock_authors(author_ids: Iterable[int], *, exclusive: bool) -> None:
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        # Sorted, in one statement: two workers locking overlapping sets cannot deadlock.
+        cursor.execute(
+            f"SELECT {function}(%s, (a %% 2147483647)::integer) "
+            "FROM (SELECT DISTINCT unnest(%s::bigint[]) AS a ORDER BY 1) AS authors",
+            [AUTHOR_LOCK_CLASS, sorted(set(author_ids))],
+        )
+
+
+def _followers_of(author_ids: Iterable[int]) -> dict[int, list[int]]:
+    followers: dict[int, list[int]] = defaultdict(list)
+    rows = Follow.objects.filter(followee_id__in=set(author_ids)).values_list("followee_id", "follower_id")
+    for followee_id, follower_id in rows:
+        followers[followee_id].append(follower_id)
+    return followers
 
 
 # Joins the worker's transaction, whose handler savepoint already isolates a failure.
 @transaction.atomic(savepoint=False)
-def feed_fanout_posts(*, post_ids: Iterable[int]) -> FanoutResult:
-    """Add each post to its author's feed and to every follower's feed.
+def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
+    """Add each post to its author's and every follower's feed (fan-out on write).
 
-    Safe to run twice: existing (user, post) pairs are skipped by the primary key. Posts
-    that no longer exist are skipped. Followers are read for the whole batch at once.
+    An author with more than FANOUT_FOLLOWER_LIMIT followers gets no rows at all: they are
+    marked as pulled, their followers' feeds merge their posts at read time, and only
+    those followers' cached pages are made stale. Posts that no longer exist are skipped.
     """
     authors = dict(Post.objects.filter(pk__in=set(post_ids)).values_list("pk", "author_id"))
     if not authors:
-        return FanoutResult()
-    followers: dict[int, list[int]] = defaultdict(list)
-    for followee_id, follower_id in Follow.objects.filter(followee_id__in=set(authors.values())).values_list(
-        "followee_id", "follower_id"
-    ):
-        followers[followee_id].append(follower_id)
+        return FeedChanges()
+    _lock_authors(authors.values(), exclusive=False)
+    followers = _followers_of(authors.values())
+    pulled = {a for a in set(authors.values()) if len(followers[a]) > settings.FANOUT_FOLLOWER_LIMIT}
+    if pulled:
+        PulledAuthor.objects.bulk_create(
+            [PulledAuthor(user_id=a) for a in pulled], ignore_conflicts=True
+        )
 
+    changes = FeedChanges()
     rows = []
-    users = set()
     for post_id, author_id in authors.items():
         audience = [author_id, *followers[author_id]]
-        users.update(audience)
+        changes.changed.update(audience)
+        if author_id in pulled:
+            continue
+        changes.grown.update(audience)
         rows.extend(FeedEntry(user_id=user_id, post_id=post_id) for user_id in audience)
     FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
-    return FanoutResult(rows=len(rows), users=users)
+    changes.rows = len(rows)
+    return changes
+
+
+@transaction.atomic(savepoint=False)
+def feed_remove_posts(*, posts: Iterable[tuple[int, int]]) -> FeedChanges:
+    """Remove deleted posts, given as (post_id, author_id), from every feed.
+
+    A post that still exists is left alone.
+    """
+    posts = dict(posts)
+    existing = set(Post.objects.filter(pk__in=posts.keys()).values_list("pk", flat=True))
+    gone = {post_id: author_id for post_id, author_id in posts.items() if post_id not in existing}
+    if not gone:
+        return FeedChanges()
+    _lock_authors(gone.values(), exclusive=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {FeedEntry._meta.db_table} WHERE post_id = ANY(%s) RETURNING user_id",
+            [list(gone)],
+        )
+        changes = FeedChanges(changed={user_id for (user_id,) in cursor.fetchall()})
+    changes.changed.update(gone.values())
+    # Posts of pulled authors sit in their followers' pages without any row.
+    pulled = PulledAuthor.objects.filter(user_id__in=set(gone.values())).values_list("user_id", flat=True)
+    for audience in _followers_of(pulled).values():
+        changes.changed.update(audience)
+    return changes
+
+
+def _following(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    pairs = set(pairs)
+    follows = Follow.objects.filter(
+        follower_id__in={f for f, _ in pairs}, followee_id__in={e for _, e in pairs}
+    ).values_list("follower_id", "followee_id")
+    return set(follows) & pairs
+
+
+@transaction.atomic(savepoint=False)
+def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
+    """Copy the newest FEED_BACKFILL_LIMIT posts of each followee, given as (follower_id,
+    followee_id), into the follower's feed, if the follow still stands.
+
+    Pulled authors are skipped: their posts are merged at read time anyway.
+    """
+    follows = set(follows)
+    current = _following(follows)
+    changes = FeedChanges(changed={follower for follower, _ in follows})
+    if not current:
+        return changes
+    _lock_authors({followee for _, followee in current}, exclusive=False)
+    pulled = set(
+        PulledAuthor.objects.filter(user_id__in={e for _, e in current}).values_list("user_id", flat=True)
+    )
+    rows = []
+    for follower, followee in current:
+        if followee in pulled:
+            continue
+        newest = Post.objects.filter(author_id=followee).order_by("-pk").values_list("pk", flat=True)
+        rows.extend(
+            FeedEntry(user_id=follower, post_id=post_id)
+            for post_id in newest[: settings.FEED_BACKFILL_LIMIT]
+        )
+        changes.grown.add(follower)
+    FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
+    changes.rows = len(rows)
+    return changes
+
+
+@transaction.atomic(savepoint=False)
+def feed_unfollow(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
+    """Remove each followee's posts, given as (follower_id, followee_id), from the
+    follower's feed, unless the follower follows them again by now."""
+    follows = set(follows)
+    changes = FeedChanges(changed={follower for follower, _ in follows})
+    ended = follows - _following(follows)
+    if not ended:
+        return changes
+    _lock_authors({followee for _, followee in ended}, exclusive=True)
+    followers, followees = zip(*sorted(ended), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {FeedEntry._meta.db_table} AS f "
+            f"USING {Post._meta.db_table} AS p, unnest(%s::bigint[], %s::bigint[]) AS ended (follower, followee) "
+            "WHERE f.user_id = ended.follower AND p.id = f.post_id AND p.author_id = ended.followee",
+            [list(followers), list(followees)],
+        )
+    return changes
+
+
+def feeds_trim(*, user_ids: Iterable[int]) -> int:
+    """Delete all but the newest FEED_MAX_ENTRIES entries of each feed; return how many.
+
+    Older posts stay reachable: reads continue past the stored entries by pulling from
+    the followed authors' posts.
+    """
+    user_ids = sorted(set(user_ids))
+    deleted = 0
+    table = FeedEntry._meta.db_table
+    for start in range(0, len(user_ids), TRIM_BATCH_SIZE):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} AS f USING ("
+                "  SELECT u.id AS user_id, ("
+                f"    SELECT e.post_id FROM {table} AS e WHERE e.user_id = u.id"
+                "     ORDER BY e.post_id DESC OFFSET %s LIMIT 1"
+                "  ) AS cutoff FROM unnest(%s::bigint[]) AS u (id)"
+                ") AS c WHERE f.user_id = c.user_id AND f.post_id <= c.cutoff",
+                [settings.FEED_MAX_ENTRIES, user_ids[start : start + TRIM_BATCH_SIZE]],
+            )
+            deleted += cursor.rowcount
+    return deleted

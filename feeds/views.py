@@ -1,16 +1,23 @@
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from feeds.selectors import feed_page
-from feeds.serializers import FeedQuerySerializer
+from feeds.serializers import FeedPageSerializer, FeedQuerySerializer
+from feedsite.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED
 
 User = get_user_model()
 
 
 class FeedView(APIView):
+    @extend_schema(
+        parameters=[FeedQuerySerializer],
+        responses={200: FeedPageSerializer, **BAD_INPUT, **UNAUTHENTICATED, **FORBIDDEN, **NOT_FOUND},
+        summary="Read a home feed, newest first; pass next_cursor back as cursor for older posts.",
+    )
     def get(self, request: Request, user_id: int) -> HttpResponse:
         if request.user.pk != user_id and not request.user.is_staff:
             raise PermissionDenied("You can only read your own feed.")

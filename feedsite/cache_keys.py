@@ -20,3 +20,8 @@ def feed_generation_key(user_id: int) -> str:
 def auth_token_key(token: str) -> str:
     """The user an API token belongs to."""
     return f"{_prefix()}:auth:token:{token}"
+
+
+def throttle_key(scope: str, ident: str) -> str:
+    """The theoretical arrival time (GCRA) of a client's next request in a throttle scope."""
+    return f"{_prefix()}:throttle:{scope}:{ident}"

@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import path, register_converter
 from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from feeds.views import FeedView
 from feedsite.health import healthz, readyz
-from follows.views import FollowCreateView, TokenObtainView, UserCreateView
+from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
 from posts.views import PostCreateView, PostDetailView
 
 
@@ -28,9 +29,16 @@ urlpatterns = [
     path("posts", PostCreateView.as_view(), name="post-create"),
     path("posts/<id:post_id>", PostDetailView.as_view(), name="post-detail"),
     path("follow", FollowCreateView.as_view(), name="follow-create"),
+    path("follow/<id:followee_id>", FollowDeleteView.as_view(), name="follow-delete"),
     path("feeds/<id:user_id>", FeedView.as_view(), name="feed"),
     path("metrics", ExportToDjangoView, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
 ]
+
+# JSON, like every other API error, for URLs that match nothing and for crashes.
+handler404 = "feedsite.exceptions.not_found"
+handler500 = "feedsite.exceptions.server_error"

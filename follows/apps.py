@@ -12,6 +12,7 @@ class FollowsConfig(AppConfig):
         from rest_framework.authtoken.models import Token
 
         from follows import receivers
+        from follows.models import Follow
 
         post_delete.connect(
             receivers.forget_cached_token, sender=Token, dispatch_uid="follows.forget_cached_token"
@@ -20,4 +21,10 @@ class FollowsConfig(AppConfig):
             receivers.forget_cached_tokens_of_user,
             sender=get_user_model(),
             dispatch_uid="follows.forget_cached_tokens_of_user",
+        )
+        post_save.connect(
+            receivers.announce_follow_created, sender=Follow, dispatch_uid="follows.announce_follow_created"
+        )
+        post_delete.connect(
+            receivers.announce_follow_deleted, sender=Follow, dispatch_uid="follows.announce_follow_deleted"
         )

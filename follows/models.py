@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 
 
@@ -24,3 +24,9 @@ class Follow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.follower_id} follows {self.followee_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The post_save receiver stores the follow's event in the outbox; both must commit
+        # together even when the caller runs in autocommit mode.
+        with transaction.atomic(savepoint=False):
+            super().save(*args, **kwargs)

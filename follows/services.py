@@ -42,3 +42,11 @@ def follow_create(*, follower: AbstractBaseUser, followee_id: int) -> tuple[Foll
     except IntegrityError:
         # The followee was deleted between the check and the insert.
         raise UnknownUser(followee_id) from None
+
+
+@transaction.atomic
+def follow_delete(*, follower: AbstractBaseUser, followee_id: int) -> None:
+    """Stop ``follower`` following ``followee_id``; raises Follow.DoesNotExist if they did not."""
+    # Locked, so that of two concurrent unfollows one finds nothing (404), not both 204.
+    follow = Follow.objects.select_for_update().get(follower_id=follower.pk, followee_id=followee_id)
+    follow.delete()

@@ -1,5 +1,6 @@
 from django.db import IntegrityError
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
@@ -7,20 +8,37 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feedsite.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED
+from feedsite.throttling import SignupThrottle, TokenThrottle
+from follows.models import Follow
 from follows.serializers import FollowCreateSerializer, FollowSerializer, UserCreateSerializer
 from follows.services import (
     FollowError,
     UnknownUser,
     follow_create,
+    follow_delete,
     token_get_or_create,
     user_create,
+)
+
+TokenResponse = inline_serializer("Token", {"token": serializers.CharField()})
+UserCreated = inline_serializer(
+    "UserCreated",
+    {"id": serializers.IntegerField(), "username": serializers.CharField(), "token": serializers.CharField()},
 )
 
 
 class UserCreateView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [SignupThrottle]
 
+    @extend_schema(
+        request=UserCreateSerializer,
+        responses={201: UserCreated, **BAD_INPUT, **TOO_LARGE, **THROTTLED},
+        summary="Create an account; the response carries its API token.",
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         serializer = UserCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -37,7 +55,14 @@ class UserCreateView(APIView):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [TokenThrottle]
 
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses={200: TokenResponse, **BAD_INPUT, **TOO_LARGE, **THROTTLED},
+        summary="Exchange a username and password for the account's API token.",
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
@@ -46,6 +71,18 @@ class TokenObtainView(APIView):
 
 
 class FollowCreateView(APIView):
+    @extend_schema(
+        request=FollowCreateSerializer,
+        responses={
+            200: OpenApiResponse(FollowSerializer, description="Already following."),
+            201: OpenApiResponse(FollowSerializer, description="Now following."),
+            **BAD_INPUT,
+            **UNAUTHENTICATED,
+            **NOT_FOUND,
+            **TOO_LARGE,
+        },
+        summary="Follow a user; their newest posts are copied into your feed.",
+    )
     def post(self, request: Request) -> Response:
         serializer = FollowCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -61,3 +98,16 @@ class FollowCreateView(APIView):
             FollowSerializer(follow).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class FollowDeleteView(APIView):
+    @extend_schema(
+        responses={204: OpenApiResponse(description="Unfollowed."), **UNAUTHENTICATED, **NOT_FOUND},
+        summary="Unfollow a user; their posts leave your feed.",
+    )
+    def delete(self, request: Request, followee_id: int) -> Response:
+        try:
+            follow_delete(follower=request.user, followee_id=followee_id)
+        except Follow.DoesNotExist:
+            raise NotFound("You do not follow this user.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -16,6 +16,16 @@ class PostCreateSerializer(serializers.Serializer):
         return value
 
 
+class PostSerializer(serializers.Serializer):
+    """The shape ``post_json`` renders; documents the API."""
+
+    id = serializers.IntegerField()
+    author_id = serializers.IntegerField()
+    author = serializers.CharField()
+    content = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 def post_json(post: Post, *, author_username: str | None = None) -> dict[str, Any]:
     """A post as the API shows it, everywhere: on its own and inside feed pages."""
     created_at = post.created_at.isoformat()

@@ -138,7 +138,7 @@ def test_a_fanout_makes_cached_pages_stale(make_user, client_for):
     post = Post.objects.create(author=author, content="new")
 
     result = feed_fanout_posts(post_ids=[post.pk])
-    cache.pages_invalidate(result.users)
+    cache.pages_invalidate(result.changed)
 
     assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
 

@@ -23,7 +23,7 @@ def test_fanout_reaches_author_and_every_follower_but_nobody_else(make_user):
 
     assert feed_pairs() == {(author.pk, post.pk), (fan1.pk, post.pk), (fan2.pk, post.pk)}
     assert result.rows == 3
-    assert result.users == {author.pk, fan1.pk, fan2.pk}
+    assert result.changed == {author.pk, fan1.pk, fan2.pk}
 
 
 def test_fanout_twice_changes_nothing(make_user):

@@ -28,6 +28,31 @@ if not SECRET_KEY:
 # Comma-separated host names this site serves. Default: 127.0.0.1,localhost.
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
+# --- HTTPS and cookies --------------------------------------------------------------------
+# Each defaults to the safe production value when DJANGO_DEBUG is off. Serving plain HTTP
+# locally (make run, docker-compose) turns them off explicitly.
+
+# Redirect plain-HTTP requests to HTTPS (health and metrics are exempt). Default: on unless debug.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Seconds browsers must keep to HTTPS (Strict-Transport-Security). Default: 31536000 unless debug.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+# Send session and CSRF cookies over HTTPS only. Default: on unless debug.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+# Trust X-Forwarded-Proto from a TLS-terminating proxy in front of the API. Default: false.
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Comma-separated origins trusted for CSRF (the admin behind HTTPS), e.g. https://feeds.example.com.
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Largest request body accepted, in bytes; bigger ones get 413. Default: 65536.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=65536)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -38,6 +63,8 @@ INSTALLED_APPS = [
     "django_prometheus",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "posts",
     "follows",
     "feeds",
@@ -175,18 +202,53 @@ FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
 FEED_PAGE_MAX = env.int("FEED_PAGE_MAX", default=100)
 # Seconds a cached first feed page lives in Redis. Default: 300.
 FEED_CACHE_TTL = env.int("FEED_CACHE_TTL", default=300)
+# Followers above which an author is not fanned out; followers merge their posts at read time. Default: 10000.
+FANOUT_FOLLOWER_LIMIT = env.int("FANOUT_FOLLOWER_LIMIT", default=10000)
+# Newest posts of a followee copied into the follower's feed on a new follow. Default: 200.
+FEED_BACKFILL_LIMIT = env.int("FEED_BACKFILL_LIMIT", default=200)
+# Entries kept per feed; older pages are read from the followed authors' posts. Default: 800.
+FEED_MAX_ENTRIES = env.int("FEED_MAX_ENTRIES", default=800)
+# Seconds between the worker's trims of the feeds that grew. Default: 10.
+FEED_TRIM_INTERVAL = env.float("FEED_TRIM_INTERVAL", default=10.0)
 # Seconds an API token lookup is cached in Redis. Default: 300.
 AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)
 
 # --- API ---------------------------------------------------------------------------------
 
+# Request limits per client. Each is "<count>/<second|minute|hour|day>"; empty disables it.
+API_THROTTLE_RATES = {
+    # Posts one user may create. Default: 60/minute.
+    "posts": env.str("THROTTLE_POSTS_RATE", default="60/minute") or None,
+    # Accounts one client IP may create. Default: 20/hour.
+    "signup": env.str("THROTTLE_SIGNUP_RATE", default="20/hour") or None,
+    # Token requests (password checks) from one client IP. Default: 30/minute.
+    "token": env.str("THROTTLE_TOKEN_RATE", default="30/minute") or None,
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["follows.authentication.CachedTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["feedsite.parsers.BoundedJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "EXCEPTION_HANDLER": "feedsite.exceptions.api_exception_handler",
+    # Proxies in front of the API that append to X-Forwarded-For; 0 trusts only the
+    # socket's address, so clients cannot pick the IP they are throttled as. Default: 0.
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Feed API",
+    "DESCRIPTION": "Accounts, posts, follows and precomputed home feeds.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The <id:...> path converter of feedsite.urls: a positive bigint.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,6 +13,14 @@ TEST_ENV_DEFAULTS = {
     "FANOUT_GROUP_ID": "test-feed-fanout",
     "FANOUT_METRICS_PORT": "0",
     "FANOUT_SESSION_TIMEOUT_MS": "6000",
+    # The suite talks plain HTTP to the API and its servers.
+    "DJANGO_SECURE_SSL_REDIRECT": "false",
+    # Drills count exact feed tables; the trimming tests set their own bound.
+    "FEED_MAX_ENTRIES": "1000000",
+    # High enough never to trip by accident; the throttle tests set their own.
+    "THROTTLE_POSTS_RATE": "100000/minute",
+    "THROTTLE_SIGNUP_RATE": "100000/minute",
+    "THROTTLE_TOKEN_RATE": "100000/minute",
 }
 for _name, _value in TEST_ENV_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

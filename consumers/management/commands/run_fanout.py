@@ -42,6 +42,7 @@ class Command(BaseCommand):
             breaker=DeadLetterBreaker(
                 max_ratio=settings.FANOUT_DLQ_MAX_RATIO, window=settings.FANOUT_DLQ_WINDOW
             ),
+            trim_interval=settings.FEED_TRIM_INTERVAL,
         )
 
         def request_stop() -> None:
