@@ -5,6 +5,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from django.contrib.auth import get_user_model
 from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
@@ -12,6 +13,7 @@ from rest_framework.test import APIClient
 
 from consumers import producer
 from consumers.devbroker import broker_start, broker_stop
+from consumers.loop import FanoutWorker, consumer_build
 from consumers.topics import topics_ensure
 from feedsite.testing import free_port
 
@@ -82,3 +84,20 @@ def client_for() -> Callable[[User], APIClient]:
         return client
 
     return make
+
+
+@pytest.fixture
+def worker(settings):
+    """A worker assigned every partition from the start (no group join to wait for)."""
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    worker = FanoutWorker(
+        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
+    )
+    yield worker
+    consumer.close()

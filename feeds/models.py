@@ -17,9 +17,7 @@ class FeedEntry(models.Model):
     # Deleting a post does not touch feeds in the request: its post.deleted event makes
     # the worker remove the entries (found through this index), and reads join posts, so
     # a deleted post vanishes at once. Hence no database constraint.
-    post = models.ForeignKey(
-        "posts.Post", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
+    post = models.ForeignKey("posts.Post", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
 
     class Meta:
         verbose_name_plural = "feed entries"

@@ -66,9 +66,9 @@ def _pulled_authors_of(user_id: int) -> list[int]:
     """The pulled authors among the user and the accounts they follow."""
     followed = Follow.objects.filter(follower_id=user_id).values("followee_id")
     return list(
-        PulledAuthor.objects.filter(user_id__in=followed).values_list("user_id", flat=True).union(
-            PulledAuthor.objects.filter(user_id=user_id).values_list("user_id", flat=True)
-        )
+        PulledAuthor.objects.filter(user_id__in=followed)
+        .values_list("user_id", flat=True)
+        .union(PulledAuthor.objects.filter(user_id=user_id).values_list("user_id", flat=True))
     )
 
 

@@ -78,9 +78,7 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     followers = _followers_of(authors.values())
     pulled = {a for a in set(authors.values()) if len(followers[a]) > settings.FANOUT_FOLLOWER_LIMIT}
     if pulled:
-        PulledAuthor.objects.bulk_create(
-            [PulledAuthor(user_id=a) for a in pulled], ignore_conflicts=True
-        )
+        PulledAuthor.objects.bulk_create([PulledAuthor(user_id=a) for a in pulled], ignore_conflicts=True)
 
     changes = FeedChanges()
     rows = []
@@ -152,8 +150,7 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
             continue
         newest = Post.objects.filter(author_id=followee).order_by("-pk").values_list("pk", flat=True)
         rows.extend(
-            FeedEntry(user_id=follower, post_id=post_id)
-            for post_id in newest[: settings.FEED_BACKFILL_LIMIT]
+            FeedEntry(user_id=follower, post_id=post_id) for post_id in newest[: settings.FEED_BACKFILL_LIMIT]
         )
         changes.grown.add(follower)
     FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
@@ -175,7 +172,8 @@ def feed_unfollow(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     with connection.cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {FeedEntry._meta.db_table} AS f "
-            f"USING {Post._meta.db_table} AS p, unnest(%s::bigint[], %s::bigint[]) AS ended (follower, followee) "
+            f"USING {Post._meta.db_table} AS p, "
+            "unnest(%s::bigint[], %s::bigint[]) AS ended (follower, followee) "
             "WHERE f.user_id = ended.follower AND p.id = f.post_id AND p.author_id = ended.followee",
             [list(followers), list(followees)],
         )

@@ -20,9 +20,7 @@ FANOUT_EVENTS = Counter("feed_fanout_events", "Events the fan-out worker applied
 FANOUT_ROWS = Counter(
     "feed_fanout_rows", "Feed entries written by fan-out (a re-delivery writes them again)."
 )
-FEED_TRIMMED = Counter(
-    "feed_trimmed_entries", "Feed entries deleted to keep feeds within FEED_MAX_ENTRIES."
-)
+FEED_TRIMMED = Counter("feed_trimmed_entries", "Feed entries deleted to keep feeds within FEED_MAX_ENTRIES.")
 FANOUT_BATCH_DURATION = Histogram(
     "feed_fanout_batch_duration_seconds",
     "Time to apply one consumed batch, from decode to offset commit.",

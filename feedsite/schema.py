@@ -10,7 +10,7 @@ FieldErrors = OpenApiResponse(
         {"field_name": serializers.ListField(child=serializers.CharField(), required=False)},
     ),
     description="Invalid input: each offending field (or non_field_errors) with its messages, "
-    "or {\"detail\": ...} for a body that is not valid JSON.",
+    'or {"detail": ...} for a body that is not valid JSON.',
 )
 
 UNAUTHENTICATED = {401: OpenApiResponse(Detail, description="Missing or invalid token.")}

@@ -62,6 +62,14 @@ def topic_read(topic: str, *, count: int, timeout: float = 30.0) -> list[Message
     return messages
 
 
+def drain(worker, count: int, timeout: float = 30.0) -> None:
+    """Run a FanoutWorker's batches until ``count`` messages were consumed."""
+    seen, deadline = 0, time.monotonic() + timeout
+    while seen < count:
+        assert time.monotonic() < deadline, f"consumed {seen} of {count}"
+        seen += worker.run_once()
+
+
 def subprocess_env(kafka_env: dict[str, str], **extra: str) -> dict[str, str]:
     """Environment for a child process that must see the suite's database, Redis and topics."""
     db = settings.DATABASES["default"]

@@ -10,31 +10,14 @@ from prometheus_client import REGISTRY
 
 from consumers import handlers
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
-from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
+from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker
 from consumers.models import DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds import cache
 from feeds.models import FeedEntry
-from feedsite.testing import offsets_committed, topic_read
+from feedsite.testing import drain, offsets_committed, topic_read
 from follows.models import Follow
 from posts.models import Post
-
-
-@pytest.fixture
-def worker(settings):
-    """A worker assigned every partition from the start (no group join to wait for)."""
-    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
-    consumer.assign(
-        [
-            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
-            for p in range(settings.FEED_EVENTS_PARTITIONS)
-        ]
-    )
-    worker = FanoutWorker(
-        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
-    )
-    yield worker
-    consumer.close()
 
 
 def publish(settings, *values: bytes, key: str = "1") -> None:
@@ -48,14 +31,6 @@ def created(post: Post) -> bytes:
         event_type=POST_CREATED, payload=PostCreated(post_id=post.pk, author_id=post.author_id)
     )
     return event_encode(event)
-
-
-def drain(worker: FanoutWorker, count: int, timeout: float = 30.0) -> None:
-    """Run batches until ``count`` messages were consumed."""
-    seen, deadline = 0, time.monotonic() + timeout
-    while seen < count:
-        assert time.monotonic() < deadline, f"consumed {seen} of {count}"
-        seen += worker.run_once()
 
 
 def committed(worker: FanoutWorker, settings) -> int:

@@ -3,10 +3,13 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from feeds.cursor import cursor_decode
-from feeds.models import FeedEntry
-from feeds.selectors import feed_page
+from feeds.models import FeedEntry, PulledAuthor
+from feeds.selectors import NEWEST, _stored_ids, feed_page
+from feeds.services import feeds_trim
+from follows.models import Follow
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
@@ -72,14 +75,80 @@ def test_unknown_user_raises(db):
 
 def test_newest_first_read_is_one_backward_scan_of_the_primary_key(feed_of):
     reader, _ = feed_of(30)
-    queryset = FeedEntry.objects.filter(user_id=reader.pk, post_id__lt=10**12).order_by("-post_id")[:20]
-    sql, params = queryset.values("post_id").query.sql_with_params()
+    with CaptureQueriesContext(connection) as queries:
+        _stored_ids(reader.pk, before=NEWEST, count=21)
+    [query] = queries.captured_queries
 
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
-        cursor.execute(f"EXPLAIN {sql}", params)
+        cursor.execute(f"EXPLAIN {query['sql']}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
     assert "Index Only Scan Backward using feeds_feedentry_pkey" in plan
     assert "Sort" not in plan
+
+
+def post_by(author, n: int = 1) -> list[int]:
+    return [Post.objects.create(author=author, content="x").pk for _ in range(n)]
+
+
+def store(user, post_ids) -> None:
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=user.pk, post_id=p) for p in post_ids])
+
+
+def test_posts_of_pulled_authors_are_merged_into_the_stored_feed(make_user):
+    reader, star, friend, stranger = make_user(), make_user(), make_user(), make_user()
+    Follow.objects.create(follower=reader, followee=star)
+    Follow.objects.create(follower=reader, followee=friend)
+    PulledAuthor.objects.create(user=star)
+    expected = []
+    for _ in range(12):  # interleaved: a star post, then a friend's post with its feed row
+        expected += post_by(star)
+        friend_post = post_by(friend)
+        store(reader, friend_post)
+        expected += friend_post
+        post_by(stranger)
+
+    pages = walk(reader.pk, limit=5)
+
+    assert [post_id for page in pages for post_id in page] == sorted(expected, reverse=True)
+    assert all(len(page) == 5 for page in pages[:-1])
+
+
+def test_paging_continues_past_the_stored_entries_until_history_ends(make_user):
+    reader, friend, other, stranger = make_user(), make_user(), make_user(), make_user()
+    Follow.objects.create(follower=reader, followee=friend)
+    Follow.objects.create(follower=reader, followee=other)
+    history = []
+    for author in [friend, other, reader, stranger] * 8:
+        ids = post_by(author)
+        if author != stranger:
+            history += ids
+    store(reader, sorted(history)[-6:])  # what is left after trimming to 6
+
+    pages = walk(reader.pk, limit=4)
+
+    assert [post_id for page in pages for post_id in page] == sorted(history, reverse=True)
+    assert all(len(page) == 4 for page in pages[:-1])
+
+
+def test_paging_is_stable_while_posts_arrive_and_feeds_are_trimmed(make_user, settings):
+    reader, friend = make_user(), make_user()
+    Follow.objects.create(follower=reader, followee=friend)
+    before = post_by(friend, 15)
+    store(reader, before)
+
+    seen, cursor = [], None
+    while True:
+        page = json.loads(feed_page(user_id=reader.pk, limit=4, before_post_id=cursor))
+        seen += [post["id"] for post in page["results"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = cursor_decode(page["next_cursor"])
+        # Between pages: new posts land on top and the stored feed is trimmed.
+        store(reader, post_by(friend, 3))
+        settings.FEED_MAX_ENTRIES = 5
+        feeds_trim(user_ids=[reader.pk])
+
+    assert seen == sorted(before, reverse=True)

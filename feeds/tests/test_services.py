@@ -1,7 +1,11 @@
-import pytest
+import threading
 
-from feeds.models import FeedEntry
-from feeds.services import feed_fanout_posts
+import pytest
+from django.db import connection, transaction
+
+from feeds.models import FeedEntry, PulledAuthor
+from feeds.services import feed_backfill, feed_fanout_posts, feed_remove_posts, feed_unfollow, feeds_trim
+from feedsite.testing import wait_for
 from follows.models import Follow
 from posts.models import Post
 
@@ -67,3 +71,156 @@ def test_fanout_skips_posts_that_no_longer_exist(make_user):
 
     assert feed_pairs() == {(author.pk, kept.pk)}
     assert result.rows == 1
+
+
+def test_removing_a_deleted_post_takes_it_out_of_every_feed(make_user):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    kept, gone = (
+        Post.objects.create(author=author, content="kept"),
+        Post.objects.create(author=author, content="x"),
+    )
+    feed_fanout_posts(post_ids=[kept.pk, gone.pk])
+    gone_id = gone.pk
+    gone.delete()
+
+    changes = feed_remove_posts(posts=[(gone_id, author.pk), (kept.pk, author.pk)])
+
+    # Only the deleted post goes; a post that still exists is never removed.
+    assert feed_pairs() == {(author.pk, kept.pk), (fan.pk, kept.pk)}
+    assert changes.changed == {author.pk, fan.pk}
+
+
+def test_unfollow_removes_only_that_authors_posts_from_that_feed(make_user):
+    left, stays, fan, other_fan = make_user(), make_user(), make_user(), make_user()
+    for follower, followee in [(fan, left), (fan, stays), (other_fan, left)]:
+        Follow.objects.create(follower=follower, followee=followee)
+    posts = [Post.objects.create(author=a, content="x") for a in (left, stays, left)]
+    feed_fanout_posts(post_ids=[p.pk for p in posts])
+    Follow.objects.filter(follower=fan, followee=left).delete()
+
+    changes = feed_unfollow(follows=[(fan.pk, left.pk)])
+
+    assert {p for u, p in feed_pairs() if u == fan.pk} == {posts[1].pk}
+    assert {p for u, p in feed_pairs() if u == other_fan.pk} == {posts[0].pk, posts[2].pk}
+    assert changes.changed == {fan.pk}
+
+
+def test_a_late_unfollow_event_does_not_undo_a_follow_made_since(make_user):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    post = Post.objects.create(author=author, content="x")
+    feed_fanout_posts(post_ids=[post.pk])
+
+    feed_unfollow(follows=[(fan.pk, author.pk)])  # the follow stands again
+
+    assert (fan.pk, post.pk) in feed_pairs()
+
+
+def test_backfill_copies_the_newest_posts_of_a_new_followee(make_user, settings):
+    settings.FEED_BACKFILL_LIMIT = 3
+    author, fan = make_user(), make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(5)]
+    Follow.objects.create(follower=fan, followee=author)
+
+    changes = feed_backfill(follows=[(fan.pk, author.pk)])
+
+    assert feed_pairs() == {(fan.pk, p.pk) for p in posts[-3:]}
+    assert changes.rows == 3
+    assert changes.grown == {fan.pk}
+    # Again: nothing new.
+    feed_backfill(follows=[(fan.pk, author.pk)])
+    assert len(feed_pairs()) == 3
+
+
+def test_backfill_of_a_follow_that_has_ended_copies_nothing(make_user):
+    author, fan = make_user(), make_user()
+    Post.objects.create(author=author, content="x")
+
+    changes = feed_backfill(follows=[(fan.pk, author.pk)])
+
+    assert feed_pairs() == set()
+    assert changes.rows == 0
+
+
+def test_an_author_above_the_follower_limit_is_pulled_not_fanned_out(make_user, settings):
+    settings.FANOUT_FOLLOWER_LIMIT = 2
+    star, small = make_user(), make_user()
+    fans = [make_user() for _ in range(3)]
+    for fan in fans:
+        Follow.objects.create(follower=fan, followee=star)
+    Follow.objects.create(follower=fans[0], followee=small)
+    star_post, small_post = (
+        Post.objects.create(author=star, content="x"),
+        Post.objects.create(author=small, content="y"),
+    )
+
+    changes = feed_fanout_posts(post_ids=[star_post.pk, small_post.pk])
+
+    assert feed_pairs() == {(small.pk, small_post.pk), (fans[0].pk, small_post.pk)}
+    assert set(PulledAuthor.objects.values_list("user_id", flat=True)) == {star.pk}
+    # Every follower's cached page must be refreshed, though no row was written for them.
+    assert changes.changed == {star.pk, small.pk, *(f.pk for f in fans)}
+    assert changes.grown == {small.pk, fans[0].pk}
+
+
+def test_trim_keeps_the_newest_entries_of_each_feed(make_user, settings):
+    settings.FEED_MAX_ENTRIES = 4
+    author, fan, quiet = make_user(), make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(7)]
+    feed_fanout_posts(post_ids=[p.pk for p in posts])
+    Post.objects.create(author=quiet, content="one")
+
+    deleted = feeds_trim(user_ids=[author.pk, fan.pk, quiet.pk])
+
+    newest = {p.pk for p in posts[-4:]}
+    assert feed_pairs() == {(u, p) for u in (author.pk, fan.pk) for p in newest}
+    assert deleted == 6
+    assert feeds_trim(user_ids=[author.pk, fan.pk]) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unfollow_waits_for_a_fanout_in_flight_and_then_removes_its_rows(make_user):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    post = Post.objects.create(author=author, content="x")
+    fanned_out, commit = threading.Event(), threading.Event()
+    errors = []
+
+    def in_thread(work):
+        def run():
+            try:
+                work()
+            except Exception as exc:  # reported by the assertion below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def fanout_that_commits_late():
+        with transaction.atomic():
+            feed_fanout_posts(post_ids=[post.pk])  # read the follow, wrote the row
+            fanned_out.set()
+            assert commit.wait(30)
+
+    fanout = in_thread(fanout_that_commits_late)
+    assert fanned_out.wait(30)
+    Follow.objects.filter(follower=fan, followee=author).delete()
+    unfollow = in_thread(lambda: feed_unfollow(follows=[(fan.pk, author.pk)]))
+
+    def unfollow_waits_on_the_author_lock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            return cursor.fetchone()[0] == 1
+
+    wait_for(unfollow_waits_on_the_author_lock, timeout=30, what="the unfollow to wait for the lock")
+    commit.set()
+    fanout.join(30)
+    unfollow.join(30)
+
+    assert errors == []
+    assert feed_pairs() == {(author.pk, post.pk)}
