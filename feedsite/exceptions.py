@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import status
@@ -10,7 +12,13 @@ from rest_framework.views import exception_handler
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus a JSON 503 (not a 500) while the database is unreachable."""
+    """DRF's handler, plus a JSON 413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE and a
+    JSON 503 (not a 500) while the database is unreachable."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": f"Request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, OperationalError | InterfaceError):
         return Response(

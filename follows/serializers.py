@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from follows.models import Follow
+from posts.serializers import StrictCharField
 
 User = get_user_model()
 
@@ -11,8 +12,8 @@ MAX_ID = 2**63 - 1
 
 
 class UserCreateSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=128, trim_whitespace=False)
 
     def validate_username(self, value: str) -> str:
         field = User._meta.get_field(User.USERNAME_FIELD)

@@ -6,8 +6,17 @@ from rest_framework import serializers
 from posts.models import Post
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class PostCreateSerializer(serializers.Serializer):
-    content = serializers.CharField()
+    content = StrictCharField()
 
     def validate_content(self, value: str) -> str:
         limit = settings.POST_MAX_LENGTH

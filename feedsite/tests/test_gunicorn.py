@@ -116,3 +116,17 @@ def test_loading_the_app_creates_no_kafka_client_before_the_fork(kafka):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "no client"
+
+
+def test_rate_limits_are_shared_by_all_gunicorn_workers(gunicorn, make_user):
+    base, _ = gunicorn(THROTTLE_POSTS_RATE="5/minute")
+    token = Token.objects.create(user=make_user()).key
+    headers = {"Authorization": f"Token {token}", "Connection": "close"}
+
+    # A new connection each time: the requests spread over the three workers.
+    responses = [
+        requests.post(f"{base}/posts", json={"content": str(i)}, headers=headers, timeout=10) for i in range(9)
+    ]
+
+    assert [r.status_code for r in responses] == [201] * 5 + [429] * 4
+    assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in responses[5:])

@@ -1,0 +1,207 @@
+"""Who may do what, production settings, rate limits and input limits."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.urls import URLPattern, get_resolver
+from rest_framework.test import APIClient
+
+from feedsite.testing import ROOT, free_port
+from posts.models import Post
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC = {"user-create", "token-obtain", "metrics", "healthz", "readyz", "schema", "swagger-ui"}
+
+
+def api_routes() -> list[URLPattern]:
+    return [p for p in get_resolver().url_patterns if isinstance(p, URLPattern)]
+
+
+def test_every_endpoint_but_the_public_ones_requires_a_token():
+    client = APIClient()
+    checked = 0
+    for pattern in api_routes():
+        path = "/" + str(pattern.pattern).replace("<id:post_id>", "1").replace("<id:user_id>", "1")
+        path = path.replace("<id:followee_id>", "1")
+        for method in ("get", "post", "delete"):
+            response = getattr(client, method)(path)
+            if pattern.name in PUBLIC or response.status_code == 405:
+                continue
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert response.json() == {"detail": "Authentication credentials were not provided."}
+            checked += 1
+    assert checked >= 7
+
+
+def test_public_endpoints_answer_without_a_token():
+    client = APIClient()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/api/schema").status_code == 200
+    assert client.get("/api/docs").status_code == 200
+
+
+def test_swagger_ui_assets_are_served_locally():
+    page = APIClient().get("/api/docs").content.decode()
+    assert "cdn.jsdelivr.net" not in page
+    assert "unpkg.com" not in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert (
+        APIClient().get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code
+        == 200
+    )
+
+
+def test_the_admin_is_for_staff_only(make_user):
+    client = APIClient()
+    assert client.get("/admin/").status_code == 302
+    client.force_login(make_user())
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+    client.force_login(make_user(is_staff=True))
+    assert client.get("/admin/").status_code == 200
+
+
+def test_only_the_author_deletes_a_post(make_user, client_for):
+    author, other = make_user(), make_user()
+    post = Post.objects.create(author=author, content="mine")
+
+    assert client_for(other).delete(f"/posts/{post.pk}").status_code == 403
+    assert client_for(make_user(is_staff=True)).delete(f"/posts/{post.pk}").status_code == 403
+    assert Post.objects.filter(pk=post.pk).exists()
+    assert client_for(author).delete(f"/posts/{post.pk}").status_code == 204
+    assert client_for(author).delete(f"/posts/{post.pk}").status_code == 404
+
+
+def rates(settings, **scopes: str) -> None:
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, **scopes}
+
+
+def test_posting_is_limited_per_user_with_429_and_retry_after(make_user, client_for, settings):
+    rates(settings, posts="3/minute")
+    busy, other = client_for(make_user()), client_for(make_user())
+
+    statuses = [busy.post("/posts", {"content": "x"}, format="json").status_code for _ in range(4)]
+    refused = busy.post("/posts", {"content": "x"}, format="json")
+
+    assert statuses == [201, 201, 201, 429]
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "throttled" in refused.json()["detail"].lower()
+    assert other.post("/posts", {"content": "x"}, format="json").status_code == 201
+    assert Post.objects.count() == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "scope", "body"),
+    [
+        ("/users", "signup", {"username": "", "password": ""}),
+        ("/auth/token", "token", {"username": "nobody", "password": "wrong"}),
+    ],
+)
+def test_signup_and_token_are_limited_per_client_ip(path, scope, body, settings):
+    rates(settings, **{scope: "2/hour"})
+    client = APIClient(REMOTE_ADDR="203.0.113.7")
+
+    statuses = [client.post(path, body, format="json").status_code for _ in range(3)]
+    # A forged X-Forwarded-For does not make a new client: no proxy is trusted by default.
+    forged = client.post(path, body, format="json", HTTP_X_FORWARDED_FOR="198.51.100.1")
+    elsewhere = APIClient(REMOTE_ADDR="203.0.113.8").post(path, body, format="json")
+
+    assert statuses == [400, 400, 429]
+    assert forged.status_code == 429
+    assert 1 <= int(forged["Retry-After"]) <= 3600
+    assert elsewhere.status_code == 400
+
+
+def test_an_empty_rate_disables_a_limit(make_user, client_for, settings):
+    rates(settings, posts="")
+    client = client_for(make_user())
+    assert {client.post("/posts", {"content": "x"}, format="json").status_code for _ in range(30)} == {201}
+
+
+def test_rate_limits_let_requests_through_while_redis_is_down(make_user, client_for, settings):
+    user = make_user()
+    client = client_for(user)
+    rates(settings, posts="1/minute")
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+
+    statuses = [client.post("/posts", {"content": "x"}, format="json").status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 201]
+
+
+def test_a_body_over_the_upload_limit_is_413(make_user, client_for, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    client = client_for(make_user())
+
+    response = client.post("/posts", '{"content": "' + "x" * 2000 + '"}', content_type="application/json")
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body exceeds 1000 bytes."}
+    assert Post.objects.count() == 0
+    assert client.post("/posts", {"content": "small"}, format="json").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/posts", '{"content": ', "detail"),
+        ("/posts", "[1, 2]", "non_field_errors"),
+        ("/posts", '{"content": ""}', "content"),
+        ("/posts", '{"content": 5}', "content"),
+        ("/follow", '{"followee_id": "abc"}', "followee_id"),
+        ("/follow", '{"followee_id": 99999999999999999999}', "followee_id"),
+        ("/follow", '{"followee_id": 0}', "followee_id"),
+    ],
+)
+def test_bad_input_is_400_with_a_field_message(make_user, client_for, path, body, field):
+    response = client_for(make_user()).post(path, body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    if field:
+        assert field in response.json()
+
+
+@pytest.mark.parametrize("path", ["/nothing-here", "/posts/0", "/feeds/-1", "/follow/999999999999999999999"])
+def test_unknown_urls_are_json_404s(make_user, client_for, path):
+    response = client_for(make_user()).get(path)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "THROTTLE_"))}
+    return {**env, "DJANGO_SETTINGS_MODULE": "feedsite.settings.base", **extra}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    env = production_env(
+        DJANGO_SECRET_KEY="k7#Qw9!zR2@xV5$mN8^bT4&cY1*pL6(jH3)sD0_fG-aU+eI=oW",
+        DJANGO_ALLOWED_HOSTS="feeds.example.com",
+    )
+
+    result = manage("check", "--deploy", "--fail-level", "DEBUG", env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    result = manage("check", env=production_env())
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
