@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings.base")
+# Production settings, served over plain HTTP on this machine: no redirect to HTTPS and
+# no HTTPS-only cookies, unless the environment says otherwise.
+for _name, _value in {
+    "DJANGO_SECURE_SSL_REDIRECT": "false",
+    "DJANGO_SECURE_COOKIES": "false",
+    "DJANGO_SECURE_HSTS_SECONDS": "0",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 
 def log(message: str) -> None:

@@ -125,7 +125,8 @@ def test_rate_limits_are_shared_by_all_gunicorn_workers(gunicorn, make_user):
 
     # A new connection each time: the requests spread over the three workers.
     responses = [
-        requests.post(f"{base}/posts", json={"content": str(i)}, headers=headers, timeout=10) for i in range(9)
+        requests.post(f"{base}/posts", json={"content": str(i)}, headers=headers, timeout=10)
+        for i in range(9)
     ]
 
     assert [r.status_code for r in responses] == [201] * 5 + [429] * 4
