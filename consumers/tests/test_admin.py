@@ -1,8 +1,11 @@
+import json
+
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from consumers.models import DeadLetter
+from consumers.models import DeadLetter, OutboxMessage
+from feeds.models import PulledAuthor
 from feedsite.testing import topic_read
 from follows.models import Follow
 from posts.models import Post
@@ -80,3 +83,27 @@ def test_discard_action(staff_client, dead_letter):
 
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DISCARDED
+
+
+def test_deleting_a_post_or_follow_in_the_admin_announces_it(staff_client, make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    post = Post.objects.create(author=ada, content="regrettable")
+    follow = Follow.objects.create(follower=bob, followee=ada)
+
+    staff_client.post(f"/admin/posts/post/{post.pk}/delete/", {"post": "yes"})
+    staff_client.post(f"/admin/follows/follow/{follow.pk}/delete/", {"post": "yes"})
+
+    events = [json.loads(bytes(row.value)) for row in OutboxMessage.objects.order_by("pk")]
+    assert [e["type"] for e in events] == ["post.created", "follow.created", "post.deleted", "follow.deleted"]
+    assert events[2]["payload"] == {"post_id": post.pk, "author_id": ada.pk}
+    assert events[3]["payload"] == {"follower_id": bob.pk, "followee_id": ada.pk}
+
+
+def test_pulled_authors_are_listed_read_only(staff_client, make_user):
+    star = make_user("star")
+    PulledAuthor.objects.create(user=star)
+
+    page = staff_client.get("/admin/feeds/pulledauthor/")
+
+    assert b"star" in page.content
+    assert staff_client.get("/admin/feeds/pulledauthor/add/").status_code == 403

@@ -247,6 +247,61 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Plain Django views, documented by hand.
+    "APPEND_PATHS": {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: 200 while the process serves requests.",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Alive.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: PostgreSQL, Redis and Kafka answer.",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    code: {
+                        "description": description,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"type": "string"},
+                                        "down": {"type": "array", "items": {"type": "string"}},
+                                        "checks": {"type": "object"},
+                                    },
+                                    "required": ["status", "down", "checks"],
+                                }
+                            }
+                        },
+                    }
+                    for code, description in [("200", "Ready."), ("503", "A dependency is down; see down.")]
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of the API processes.",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    "200": {"description": "Prometheus text format.", "content": {"text/plain": {}}}
+                },
+            }
+        },
+    },
     # The <id:...> path converter of feedsite.urls: a positive bigint.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}},
 }
