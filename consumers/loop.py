@@ -124,6 +124,7 @@ class FanoutWorker:
         self._lag_refreshed = 0.0
         self.trim_interval = trim_interval
         self._untrimmed: set[int] = set()
+        self._stale: set[int] = set()
         self._trimmed_at = time.monotonic()
 
     def subscribe(self) -> None:
@@ -213,8 +214,12 @@ class FanoutWorker:
             self._store_offsets(messages, column="next_offset")
         committed_at = timezone.now()
 
-        if changes.changed:
-            pages_invalidate(changes.changed)
+        # Kept until Redis took them: a retry after a Redis failure skips the applied
+        # messages, so it would otherwise never invalidate these pages.
+        self._stale |= changes.changed
+        if self._stale:
+            pages_invalidate(self._stale)
+            self._stale = set()
         self._untrimmed |= changes.grown
         if failures:
             dead_letters_publish(failures=failures, group_id=self.group_id)

@@ -7,8 +7,9 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from django.core.management import call_command
 from django.db.utils import OperationalError
 from prometheus_client import REGISTRY
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers import handlers
+from consumers import handlers, loop
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker
 from consumers.models import DeadLetter
@@ -333,3 +334,31 @@ def test_replaying_a_dead_letter_twice_applies_it_once(worker, settings, make_us
     dead.refresh_from_db()
     assert dead.status == DeadLetter.Status.REPLAYED
     assert DeadLetter.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_are_invalidated_after_a_redis_failure_once_redis_answers(
+    worker, settings, make_user, client_for, monkeypatch
+):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    client_for(fan).get(f"/feeds/{fan.pk}")
+    assert cache.page_lookup(fan.pk)[0] is not None
+    calls = []
+
+    def redis_times_out_once(users):
+        calls.append(set(users))
+        if len(calls) == 1:
+            raise RedisTimeoutError("Timeout reading from socket")
+        cache.pages_invalidate(users)
+
+    monkeypatch.setattr(loop, "pages_invalidate", redis_times_out_once)
+    monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
+    post = Post.objects.create(author=author, content="fresh")
+    publish(settings, created(post))
+
+    drain(worker, 1)
+
+    # The retry finds the batch applied and skips it, but still invalidates its pages.
+    assert calls == [{author.pk, fan.pk}, {author.pk, fan.pk}]
+    assert cache.page_lookup(fan.pk)[0] is None

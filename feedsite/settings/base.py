@@ -4,6 +4,7 @@ Every value comes from the environment (read here and nowhere else) with a defau
 works against the local services. Production differs only by environment.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -224,6 +225,10 @@ API_THROTTLE_RATES = {
     # Token requests (password checks) from one client IP. Default: 30/minute.
     "token": env.str("THROTTLE_TOKEN_RATE", default="30/minute") or None,
 }
+
+for _scope, _rate in API_THROTTLE_RATES.items():
+    if _rate and not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day|[smhd])", _rate):
+        raise ImproperlyConfigured(f"Rate for {_scope!r} must look like 60/minute, not {_rate!r}.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["follows.authentication.CachedTokenAuthentication"],
