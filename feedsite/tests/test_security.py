@@ -205,3 +205,12 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_a_malformed_rate_limit_stops_startup():
+    env = production_env(DJANGO_SECRET_KEY="x" * 50, THROTTLE_POSTS_RATE="lots")
+
+    result = manage("check", env=env)
+
+    assert result.returncode != 0
+    assert "Rate for 'posts' must look like 60/minute, not 'lots'" in result.stderr
