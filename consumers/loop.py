@@ -49,6 +49,8 @@ TRANSIENT_ERRORS = (
 RETRY_BACKOFF_MIN = 0.5
 RETRY_BACKOFF_MAX = 30.0
 LAG_REFRESH_SECONDS = 5.0
+# Feeds trimmed per loop iteration.
+TRIM_STEP = 500
 
 Partition = tuple[str, int]
 Offsets = dict[Partition, int]
@@ -124,6 +126,7 @@ class FanoutWorker:
         self._lag_refreshed = 0.0
         self.trim_interval = trim_interval
         self._untrimmed: set[int] = set()
+        self._trimming: list[int] = []
         self._stale: set[int] = set()
         self._trimmed_at = time.monotonic()
 
@@ -147,7 +150,7 @@ class FanoutWorker:
         messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if _ok(m)]
         if messages:
             self._apply_with_retry(messages)
-        if self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval:
+        if self._trimming or (self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval):
             self._trim()
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
             self._observe_lag()
@@ -280,19 +283,22 @@ class FanoutWorker:
         return changes
 
     def _trim(self) -> None:
-        """Trim the feeds that grew since the last trim back to FEED_MAX_ENTRIES.
+        """Trim the feeds that grew since the last round back to FEED_MAX_ENTRIES.
 
-        Trimming is idempotent and may lag: a feed that was not trimmed before a crash is
-        trimmed the next time it grows.
+        A round takes the feeds that grew, then trims TRIM_STEP of them per call, so that a
+        round over many feeds does not hold up fan-out for seconds. Trimming is idempotent
+        and may lag: a feed that was not trimmed before a crash is trimmed when it grows again.
         """
-        self._trimmed_at = time.monotonic()
+        if not self._trimming:
+            self._trimmed_at = time.monotonic()
+            self._trimming, self._untrimmed = sorted(self._untrimmed), set()
+        users, self._trimming = self._trimming[:TRIM_STEP], self._trimming[TRIM_STEP:]
         started = time.monotonic()
-        users, self._untrimmed = self._untrimmed, set()
         try:
             deleted = feeds_trim(user_ids=users)
         except TRANSIENT_ERRORS as exc:
             logger.warning("feed trim failed (%s: %s); will retry", type(exc).__name__, exc)
-            self._untrimmed |= users
+            self._untrimmed.update(users)
             close_old_connections()
             return
         metrics.FEED_TRIMMED.inc(deleted)
