@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # make run and friends need a secret key; keep a random one per checkout unless one is given.
 export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
 
-.PHONY: run run-api run-fanout run-relay migrate topics dlq infra chaos test lint venv clean
+.PHONY: run run-api run-fanout run-relay migrate topics dlq infra chaos bench test lint venv clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ infra:
 CHAOS_SECONDS ?= 120
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py --seconds $(CHAOS_SECONDS)
+
+## bench: seed a graph, run the stack with production settings, measure; writes BENCHMARKS.md
+bench: $(STAMP)
+	$(PY) scripts/bench.py
 
 ## test: the whole suite against the real PostgreSQL, Redis and a dev broker
 test: $(STAMP)

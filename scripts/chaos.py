@@ -23,48 +23,13 @@ RUN_DIR = ROOT / ".run" / "chaos"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from stack import Stack, wait_http  # noqa: E402
+
 from feedsite.testing import free_port, restart_postgres  # noqa: E402
 
 
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class Stack:
-    """The processes of one chaos run, each restartable."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str) -> None:
-        commands = {
-            "api": [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")],
-            "fanout": [sys.executable, str(ROOT / "manage.py"), "run_fanout"],
-            "relay": [sys.executable, str(ROOT / "manage.py"), "run_outbox_relay"],
-        }
-        env = self.env
-        if name == "api":
-            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "prometheus")}
-        with open(RUN_DIR / f"{name}.log", "ab") as stream:
-            self.processes[name] = subprocess.Popen(
-                commands[name], env=env, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT
-            )
-
-    def kill(self, name: str) -> None:
-        process = self.processes[name]
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def main() -> int:
@@ -124,7 +89,7 @@ def main() -> int:
     broker = broker_start(bootstrap, log=RUN_DIR / "broker.log")
     topics_ensure()
     tokens = seed(args.users, chance)
-    stack = Stack(env)
+    stack = Stack(env, RUN_DIR)
     for name in ("api", "fanout", "relay"):
         stack.start(name)
     try:
@@ -222,20 +187,6 @@ def drive(port: int, tokens: list[str], rate: float, stop: threading.Event, stat
             session = requests.Session()
         i += 1
         stop.wait(max(0.0, 1 / rate - (time.monotonic() - started)))
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def wait_drained(timeout: float) -> bool:

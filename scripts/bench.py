@@ -1,0 +1,671 @@
+"""The benchmark: ``make bench``.
+
+Seeds a power-law social graph in a fresh database, runs the whole stack under
+production settings (DEBUG off, gunicorn, ``run_fanout``, the outbox relay, a broker of
+its own), measures the reference ceilings and the workloads, and prints a markdown table
+that it also writes to BENCHMARKS.md. ``--smoke`` runs every step at a tiny size.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run" / "bench"
+LUA_DIR = ROOT / "scripts" / "bench"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from stack import Stack, wait_http  # noqa: E402
+
+from feedsite.testing import free_port  # noqa: E402
+
+# The two big accounts: one above FANOUT_FOLLOWER_LIMIT (merged at read time), one below.
+CELEBRITY_FOLLOWERS = (20_000, 9_000)
+# wrk runs on this CPU; the server processes may use every CPU.
+LOAD_CPU = "1"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def progress(iterable, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(iterable, file=sys.stderr, **kwargs)
+
+
+def ensure_wrk() -> str:
+    if not shutil.which("wrk"):
+        log("wrk is missing; installing it from Debian")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return re.search(r"wrk (?:debian/)?([\w.\-+]+)", banner).group(1)
+
+
+# --- Seeding -----------------------------------------------------------------------------
+
+
+def seed(conn, *, users: int, avg_follows: int, posts_per_user: int, chance: random.Random) -> dict:
+    """Users, tokens, a power-law follow graph with two big accounts, and a post history."""
+    from django.contrib.auth.hashers import make_password
+
+    accounts = max(users, max(CELEBRITY_FOLLOWERS) + 1)
+    password = make_password("bench-password")
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,"
+            " is_staff, is_active, date_joined)"
+            " SELECT %s, false, 'bench' || g, '', '', '', false, true, now() FROM generate_series(1, %s) g",
+            [password, accounts],
+        )
+        cur.execute("SELECT id FROM auth_user ORDER BY id")
+        ids = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            "INSERT INTO authtoken_token (key, user_id, created)"
+            " SELECT substr(md5('bench-a' || id) || md5('bench-b' || id), 1, 40), id, now() FROM auth_user"
+        )
+    active = ids[:users]
+    stars = ids[: len(CELEBRITY_FOLLOWERS)]
+    # Power law: a few accounts draw most follows (Zipf weights by rank), and follow counts
+    # per user are Pareto-distributed around the average.
+    candidates = active[len(stars) :]
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(candidates))]
+    pairs: set[tuple[int, int]] = set()
+    for follower in progress(active, desc="follows", unit="user"):
+        count = min(
+            int(chance.paretovariate(1.6) * avg_follows * 0.375), len(candidates) - 1, avg_follows * 20
+        )
+        for followee in chance.choices(candidates, weights=weights, k=max(count, 1)):
+            if followee != follower:
+                pairs.add((follower, followee))
+    for star, followers in zip(stars, CELEBRITY_FOLLOWERS, strict=True):
+        for follower in chance.sample([i for i in ids if i != star], min(followers, len(ids) - 1)):
+            pairs.add((follower, star))
+    with conn.cursor() as cur:
+        with cur.copy("COPY follows_follow (follower_id, followee_id, created_at) FROM STDIN") as copy:
+            now = datetime.datetime.now(datetime.UTC)
+            for pair in progress(pairs, desc="copy follows", unit="row", mininterval=1):
+                copy.write_row((*pair, now))
+        # A history to read: posts_per_user posts by every active user, old enough to be
+        # history, fanned out with one INSERT ... SELECT (the ceiling measured below).
+        cur.execute(
+            "INSERT INTO posts_post (author_id, content, created_at)"
+            " SELECT u, 'seed post ' || n, now() - interval '1 day'"
+            " FROM unnest(%s::bigint[]) u, generate_series(1, %s) n ORDER BY n, u",
+            [active, posts_per_user],
+        )
+        cur.execute("ANALYZE")
+    conn.commit()
+    by_followers = count_followers(conn)
+    return {
+        "accounts": accounts,
+        "active": active,
+        "stars": stars,
+        "follows": len(pairs),
+        "by_followers": by_followers,
+    }
+
+
+def count_followers(conn) -> dict[int, int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT followee_id, count(*) FROM follows_follow GROUP BY followee_id")
+        return dict(cur.fetchall())
+
+
+def fanout_ceiling(conn, *, follower_limit: int) -> dict:
+    """Write the seeded history into the feed table with INSERT ... SELECT ... ON CONFLICT
+    DO NOTHING, straight in PostgreSQL: the rows/s no fan-out path can beat."""
+    started = time.monotonic()
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO feeds_feedentry (user_id, post_id)"
+            " SELECT f.follower_id, p.id FROM posts_post p"
+            " JOIN follows_follow f ON f.followee_id = p.author_id"
+            " WHERE p.author_id NOT IN ("
+            "   SELECT followee_id FROM follows_follow GROUP BY followee_id HAVING count(*) > %s)"
+            " UNION ALL SELECT author_id, id FROM posts_post"
+            " ON CONFLICT DO NOTHING",
+            [follower_limit],
+        )
+        rows = cur.rowcount
+        cur.execute(
+            "INSERT INTO feeds_pulledauthor (user_id, marked_at)"
+            " SELECT followee_id, now() FROM follows_follow GROUP BY followee_id HAVING count(*) > %s",
+            [follower_limit],
+        )
+    conn.commit()
+    elapsed = time.monotonic() - started
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE feeds_feedentry")
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+
+
+# --- Load --------------------------------------------------------------------------------
+
+
+def wrk(url: str, script: str, *, seconds: int, connections: int, threads: int = 2, **env: str) -> dict:
+    """One wrk run pinned to LOAD_CPU; returns RPS, latency percentiles and wrk's own CPU."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(LUA_DIR / script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BENCH_LUA_DIR": str(LUA_DIR), **env},
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = result.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    def latency(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": latency("50"),
+        "p90": latency("90"),
+        "p99": latency("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "load_cpu": cpu / seconds,
+    }
+
+
+def openloop(base: str, users_file: Path, kind: str, *, rate: float, seconds: int) -> dict:
+    result = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "node",
+            str(LUA_DIR / "openloop.js"),
+            base,
+            str(users_file),
+            kind,
+            str(rate),
+            str(seconds),
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
+    )
+    return json.loads(result.stdout)
+
+
+def metric(url: str, name: str) -> float:
+    import requests
+
+    from feedsite.testing import metric_sum
+
+    return metric_sum(requests.get(url, timeout=5).text, name)
+
+
+def wait_idle(metrics_url: str, *, quiet: float = 3.0, timeout: float = 600.0) -> None:
+    """Wait until the worker has written no feed rows for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    rows, changed = metric(metrics_url, "feed_fanout_rows_total"), time.monotonic()
+    while time.monotonic() - changed < quiet:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the fan-out worker did not go idle")
+        time.sleep(0.2)
+        if (now := metric(metrics_url, "feed_fanout_rows_total")) != rows:
+            rows, changed = now, time.monotonic()
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+class Api:
+    def __init__(self, base: str) -> None:
+        import requests
+
+        self.base = base
+        self.session = requests.Session()
+
+    def post(self, token: str, content: str) -> dict:
+        response = self.session.post(
+            f"{self.base}/posts",
+            json={"content": content},
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def feed_ids(self, user_id: int, token: str, *, limit: int) -> list[int]:
+        response = self.session.get(
+            f"{self.base}/feeds/{user_id}?limit={limit}",
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return [post["id"] for post in response.json()["results"]]
+
+
+def created_at(post: dict) -> float:
+    return datetime.datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).timestamp()
+
+
+def post_to_feed(
+    base: str, tokens: dict[int, str], author: int, watchers: list[int], *, rate: float, seconds: float
+) -> list[float]:
+    """Post as ``author`` at ``rate`` per second (spread over 4 threads) and poll each
+    watcher's feed; return, per post, the seconds from its creation until every watcher
+    saw it through the API."""
+    created: dict[int, float] = {}
+    seen: dict[int, dict[int, float]] = {}
+    stop = threading.Event()
+
+    def poster(offset: int) -> None:
+        api = Api(base)
+        start = time.monotonic()
+        n = 0
+        while (due := start + (n * 4 + offset) / rate) < start + seconds:
+            time.sleep(max(0.0, due - time.monotonic()))
+            post = api.post(tokens[author], f"latency probe {offset}-{n}")
+            created[post["id"]] = created_at(post)
+            n += 1
+
+    def watcher(user_id: int) -> None:
+        api = Api(base)
+        while not stop.is_set():
+            now = time.time()
+            # 100 posts, so that none scrolls past between two polls.
+            for post_id in api.feed_ids(user_id, tokens[user_id], limit=100):
+                seen.setdefault(post_id, {}).setdefault(user_id, now)
+
+    watchers_threads = [threading.Thread(target=watcher, args=(w,), daemon=True) for w in watchers]
+    posters = [threading.Thread(target=poster, args=(i,)) for i in range(4)]
+    for thread in watchers_threads + posters:
+        thread.start()
+    for thread in posters:
+        thread.join()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(len(seen.get(p, {})) < len(watchers) for p in created):
+        time.sleep(0.1)
+    stop.set()
+    for thread in watchers_threads:
+        thread.join(10)
+    return [max(seen[p].values()) - t for p, t in created.items() if len(seen.get(p, {})) == len(watchers)]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
+
+
+# --- The run -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=int(os.environ.get("BENCH_USERS", "10000")))
+    parser.add_argument("--avg-follows", type=int, default=int(os.environ.get("BENCH_AVG_FOLLOWS", "100")))
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "20")))
+    parser.add_argument(
+        "--smoke", action="store_true", help="every step at a tiny size; writes no BENCHMARKS.md"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.smoke:
+        args.users, args.avg_follows, args.seconds = 300, 10, 2
+    chance = random.Random(args.seed)
+    wrk_version = ensure_wrk()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    port, bare_port, metrics_port = free_port(), free_port(), free_port()
+    settings_env = {
+        "DJANGO_DEBUG": "false",
+        "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "2"),
+        "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "4"),
+        "FANOUT_BATCH_SIZE": os.environ.get("FANOUT_BATCH_SIZE", "500"),
+        "FANOUT_FOLLOWER_LIMIT": "10000",
+        "THROTTLE_POSTS_RATE": "",
+    }
+    env = {
+        **os.environ,
+        **settings_env,
+        "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/feeds_bench"
+        ),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PORT": str(port),
+        "FANOUT_METRICS_PORT": str(metrics_port),
+        "OUTBOX_RELAY_METRICS_PORT": "0",
+        "FANOUT_SESSION_TIMEOUT_MS": "6000",
+    }
+    os.environ.update(env)
+
+    import django
+    import psycopg
+    import redis
+    from psycopg import sql
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname="postgres", host=db["HOST"], port=db["PORT"], user=db["USER"], autocommit=True
+    ) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+
+    log(f"seeding {args.users} users, ~{args.avg_follows} follows each")
+    connection.ensure_connection()
+    raw = connection.connection
+    graph = seed(raw, users=args.users, avg_follows=args.avg_follows, posts_per_user=2, chance=chance)
+    ceiling = fanout_ceiling(raw, follower_limit=10000)
+    log(f"INSERT...SELECT ceiling: {ceiling['rows']} rows in {ceiling['seconds']:.1f}s")
+    with raw.cursor() as cur:
+        cur.execute("SELECT user_id, key FROM authtoken_token")
+        tokens = dict(cur.fetchall())
+    active = graph["active"]
+    users_file = RUN_DIR / "users.txt"
+    users_file.write_text("".join(f"{u} {tokens[u]}\n" for u in active))
+    lua_env = {"BENCH_USERS_FILE": str(users_file)}
+    results: dict = {
+        "ceiling_insert_select": ceiling,
+        "graph": {k: graph[k] for k in ("accounts", "follows")},
+    }
+
+    from consumers.devbroker import broker_start, broker_stop
+    from consumers.topics import topics_ensure
+
+    broker = broker_start(bootstrap, log=RUN_DIR / "broker.log")
+    stack = Stack(env, RUN_DIR)
+    try:
+        topics_ensure()
+        base = f"http://127.0.0.1:{port}"
+        seconds, conns = args.seconds, 32
+
+        log("reference ceiling: bare WSGI app with one Redis GET, same gunicorn settings")
+        stack.start(
+            "bare",
+            command=[
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "feedsite/gunicorn.conf.py"),
+                "--chdir",
+                str(LUA_DIR),
+                "bare_wsgi:application",
+            ],
+            PORT=str(bare_port),
+        )
+        wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+        results["bare"] = wrk(
+            f"http://127.0.0.1:{bare_port}", "feed.lua", seconds=seconds, connections=conns, **lua_env
+        )
+        stack.stop("bare")
+
+        api = stack.start("api")
+        stack.start("fanout")
+        stack.start("relay")
+        wait_http(f"{base}/healthz")
+        wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+
+        log("cached GET /feeds/{id}")
+        from feeds.selectors import feed_page
+
+        for user_id in progress(active, desc="warm cached pages", unit="page"):
+            feed_page(user_id=user_id, limit=settings.FEED_PAGE_SIZE)
+        results["feed_cached"] = wrk(base, "feed.lua", seconds=seconds, connections=conns, **lua_env)
+        if shutil.which("node"):
+            rate = 0.7 * results["feed_cached"]["rps"]
+            log(f"open loop at 70% of the maximum: {rate:.0f} GET /feeds/{{id}} per second")
+            results["feed_cached_open"] = {
+                **openloop(base, users_file, "GET /feeds", rate=rate, seconds=seconds),
+                "rate": rate,
+            }
+        log("uncached GET /feeds/{id}?limit=19 (the cache holds only default pages)")
+        results["feed_uncached"] = wrk(
+            base, "feed.lua", seconds=seconds, connections=conns, BENCH_FEED_QUERY="?limit=19", **lua_env
+        )
+        log("POST /posts")
+        results["post"] = wrk(base, "post.lua", seconds=seconds, connections=conns, **lua_env)
+
+        if shutil.which("node"):
+            rate = 0.7 * results["post"]["rps"]
+            log(f"open loop at 70% of the maximum: {rate:.0f} POST /posts per second")
+            results["post_open"] = {
+                **openloop(base, users_file, "POST /posts", rate=rate, seconds=seconds),
+                "rate": rate,
+            }
+
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        log("fan-out burst: posts queue up while the worker is stopped, then one worker drains them")
+        wait_idle(metrics_url)
+        stack.stop("fanout")
+        burst_api = Api(base)
+        # Authors drawn at random, so their audiences follow the graph's distribution.
+        burst_authors = chance.sample(active[len(graph["stars"]) :], min(200, len(active) - 2))
+        burst = 200 if args.smoke else 4000
+        for i in progress(range(burst), desc="burst posts", unit="post"):
+            author = burst_authors[i % len(burst_authors)]
+            burst_api.post(tokens[author], f"burst {i}")
+        stack.start("fanout")
+        wait_http(metrics_url)
+        rows0 = metric(metrics_url, "feed_fanout_rows_total")
+        busy0 = metric(metrics_url, "feed_fanout_batch_duration_seconds_sum")
+        # Until the rows stop growing for 3 s, once they started (after the group join).
+        deadline, rows, last_change = time.monotonic() + 300, rows0, None
+        while time.monotonic() < deadline and (last_change is None or time.monotonic() - last_change < 3):
+            if (now_rows := metric(metrics_url, "feed_fanout_rows_total")) != rows:
+                rows, last_change = now_rows, time.monotonic()
+            time.sleep(0.1)
+        busy = metric(metrics_url, "feed_fanout_batch_duration_seconds_sum") - busy0
+        # Seconds the worker spent in batches: its start-up and group join are not counted.
+        results["fanout_burst"] = {"posts": burst, "rows": rows - rows0, "seconds": busy}
+
+        wait_idle(metrics_url)
+        log("post-to-feed latency: a ~100-follower author at 200 posts/s")
+        hundred = min((u for u in active[2:]), key=lambda u: abs(graph["by_followers"].get(u, 0) - 100))
+        followers_of = followers(raw, hundred)
+        watchers = followers_of[:3]
+        lat = post_to_feed(base, tokens, hundred, watchers, rate=200, seconds=seconds / 2)
+        results["latency_100"] = {
+            "author_followers": graph["by_followers"].get(hundred, 0),
+            "posts": len(lat),
+            "p50": percentile(lat, 0.5),
+            "p99": percentile(lat, 0.99),
+        }
+        wait_idle(metrics_url)
+        log("post-to-feed latency: the 9,000-follower account, 2 posts/s")
+        star9k = graph["stars"][1]
+        sample = chance.sample(followers(raw, star9k), 8)
+        lat9k = post_to_feed(base, tokens, star9k, sample, rate=2, seconds=max(3, seconds / 2))
+        results["latency_9k"] = {
+            "author_followers": graph["by_followers"].get(star9k, 0),
+            "posts": len(lat9k),
+            "watchers": len(sample),
+            "p50": percentile(lat9k, 0.5),
+            "p99": percentile(lat9k, 0.99),
+        }
+
+        results["rss_worker_mb"] = peak_rss_mb(stack.processes["fanout"].pid)
+        results["rss_api_mb"] = max(peak_rss_mb(p) for p in children(api.pid))
+    finally:
+        stack.stop_all()
+        broker_stop(broker)
+
+    versions = {
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "postgresql": pg_version(raw),
+        "redis": redis.Redis.from_url(env["REDIS_URL"]).info()["redis_version"],
+        "wrk": wrk_version,
+        "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        if shutil.which("node")
+        else "absent",
+    }
+    table = render(results, args=args, settings_env=settings_env, versions=versions)
+    print(table)
+    if not args.smoke:
+        (ROOT / "BENCHMARKS.md").write_text(table)
+        log("written to BENCHMARKS.md")
+    (RUN_DIR / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def followers(conn, user_id: int) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT follower_id FROM follows_follow WHERE followee_id = %s ORDER BY follower_id", [user_id]
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+def pg_version(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        return cur.fetchone()[0].split()[0]
+
+
+def render(r: dict, *, args, settings_env: dict, versions: dict) -> str:
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.0f} ms"
+
+    def closed(name: str, w: dict, note: str = "") -> str:
+        cells = [name, f"{w['rps']:,.0f}", *(f"{w[p]:.1f}" for p in ("p50", "p90", "p99"))]
+        return "| " + " | ".join([*cells, f"{w['load_cpu']:.2f}", str(w["non_2xx"]), note]) + " |"
+
+    def opened(name: str, o: dict) -> str:
+        cells = [
+            name,
+            f"{o['rate']:,.0f}",
+            f"{o['rps']:,.0f}",
+            *(f"{o[p]:.1f}" for p in ("p50", "p90", "p99")),
+        ]
+        return "| " + " | ".join([*cells, str(o["statuses"])]) + " |"
+
+    bare = r["bare"]["rps"]
+    cpu = platform.processor() or platform.machine()
+    c, b = r["ceiling_insert_select"], r["fanout_burst"]
+    burst_rate = b["rows"] / b["seconds"] if b["seconds"] else float("nan")
+    l100, l9k = r["latency_100"], r["latency_9k"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run on {datetime.date.today().isoformat()}: {os.cpu_count()} CPUs ({cpu}); "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
+        f"Graph: {args.users:,} active users (of {r['graph']['accounts']:,} accounts), "
+        f"{r['graph']['follows']:,} follows (power law, ~{args.avg_follows} per user), big accounts "
+        f"with {CELEBRITY_FOLLOWERS[0]:,} and {CELEBRITY_FOLLOWERS[1]:,} followers, 2 seeded posts per user.",
+        "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings_env.items()) + "; production otherwise.",
+        f"Load: wrk pinned with `taskset -c {LOAD_CPU}`; the server is not pinned, so they share that CPU. "
+        f"{args.seconds} s per run, 32 connections, 2 threads. `load CPU` is wrk's own CPU use, in cores.",
+        "",
+        "## Closed loop (wrk)",
+        "",
+        "| workload | req/s | p50 ms | p90 ms | p99 ms | load CPU | non-2xx | note |",
+        "|---|---|---|---|---|---|---|---|",
+        closed("bare WSGI + 1 Redis GET (ceiling)", r["bare"]),
+        closed(
+            "GET /feeds/{id}, cached",
+            r["feed_cached"],
+            f"{r['feed_cached']['rps'] / bare:.0%} of the ceiling",
+        ),
+        closed("GET /feeds/{id}?limit=19, uncached", r["feed_uncached"]),
+        closed("POST /posts (outbox on)", r["post"]),
+        "",
+    ]
+    if "feed_cached_open" in r:
+        lines += [
+            "## Open loop at 70% of the closed-loop maximum",
+            "",
+            "Latency counted from each request's scheduled start (`scripts/bench/openloop.js`, Node,",
+            "pinned like wrk), so stalls are not hidden by coordinated omission.",
+            "",
+            "| workload | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | statuses |",
+            "|---|---|---|---|---|---|---|",
+            opened("GET /feeds/{id}, cached", r["feed_cached_open"]),
+            opened("POST /posts", r["post_open"]),
+            "",
+        ]
+    lines += [
+        "## Fan-out",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| INSERT ... SELECT ... ON CONFLICT DO NOTHING (ceiling) | {c['rows_per_s']:,.0f} rows/s "
+        f"({c['rows']:,} rows in {c['seconds']:.1f} s) |",
+        f"| one run_fanout process, burst of {b['posts']:,} posts | {burst_rate:,.0f} rows/s "
+        f"({b['rows']:,.0f} rows in {b['seconds']:.1f} s of batches), "
+        f"{burst_rate / c['rows_per_s']:.0%} of the ceiling |",
+        f"| post to feed via the API, {l100['author_followers']}-follower author at 200 posts/s "
+        f"| p50 {ms(l100['p50'])}, p99 {ms(l100['p99'])} ({l100['posts']} posts, 3 followers polled) |",
+        f"| post to feed via the API, {l9k['author_followers']:,}-follower author "
+        f"| p50 {ms(l9k['p50'])}, p99 {ms(l9k['p99'])} ({l9k['posts']} posts; until all "
+        f"{l9k['watchers']} sampled followers saw each) |",
+        f"| peak RSS | worker {r['rss_worker_mb']:.0f} MB, largest API worker {r['rss_api_mb']:.0f} MB |",
+        "",
+        "## Commands",
+        "",
+        "```",
+        "make bench  # or:",
+        f"scripts/bench.py --users {args.users} --avg-follows {args.avg_follows} --seconds {args.seconds}",
+        f"taskset -c {LOAD_CPU} wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/feed.lua <api>",
+        f"taskset -c {LOAD_CPU} wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/post.lua <api>",
+        f"taskset -c {LOAD_CPU} node scripts/bench/openloop.js <api> <users> 'GET /feeds' <rate>"
+        f" {args.seconds} 64",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
