@@ -3,8 +3,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from feedsite.fields import StrictCharField
 from follows.models import Follow
-from posts.serializers import StrictCharField
 
 User = get_user_model()
 

@@ -3,16 +3,8 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
+from feedsite.fields import StrictCharField
 from posts.models import Post
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers instead of turning them into text."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class PostCreateSerializer(serializers.Serializer):
