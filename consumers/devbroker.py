@@ -5,8 +5,11 @@ Kafka protocol and keeps everything in memory. Production uses Apache Kafka inst
 """
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -44,7 +47,11 @@ def broker_start(bootstrap: str, *, log: IO | Path | None = None, timeout: float
     # A log path is opened here; the child keeps its own descriptor once started.
     with open(log, "ab") if isinstance(log, Path) else contextlib.nullcontext(log) as stream:
         process = subprocess.Popen(
-            command, stdout=stream or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=stream or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     deadline = time.monotonic() + timeout
     while not broker_answers(bootstrap, timeout=0.5):
@@ -55,6 +62,14 @@ def broker_start(bootstrap: str, *, log: IO | Path | None = None, timeout: float
             raise RuntimeError(f"the dev broker did not answer at {host}:{port} in {timeout}s")
         time.sleep(0.1)
     return process
+
+
+def _die_with_parent() -> None:
+    """In the child: be sent SIGTERM when the starting process dies, however it dies, so
+    that a killed test run or ``make run`` leaves no broker behind (Linux only)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def broker_stop(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
