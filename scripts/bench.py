@@ -28,7 +28,7 @@ LUA_DIR = ROOT / "scripts" / "bench"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from stack import Stack, wait_http  # noqa: E402
+from stack import Stack, database_recreate, wait_http  # noqa: E402
 
 from feedsite.testing import free_port  # noqa: E402
 
@@ -227,6 +227,16 @@ def openloop(base: str, users_file: Path, kind: str, *, rate: float, seconds: in
     return json.loads(result.stdout)
 
 
+def open_loop(results: dict, key: str, kind: str, base: str, users_file: Path, seconds: int) -> None:
+    """The closed-loop workload ``key`` again, at a fixed 70% of its maximum (needs Node)."""
+    if not shutil.which("node"):
+        log("node is missing: no open-loop run")
+        return
+    rate = 0.7 * results[key]["rps"]
+    log(f"open loop at 70% of the maximum: {rate:.0f} {kind} per second")
+    results[f"{key}_open"] = {**openloop(base, users_file, kind, rate=rate, seconds=seconds), "rate": rate}
+
+
 def metric(url: str, name: str) -> float:
     import requests
 
@@ -386,21 +396,13 @@ def main() -> int:
     os.environ.update(env)
 
     import django
-    import psycopg
     import redis
-    from psycopg import sql
 
     django.setup()
     from django.conf import settings
     from django.db import connection
 
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres", host=db["HOST"], port=db["PORT"], user=db["USER"], autocommit=True
-    ) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
+    database_recreate(env)
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
 
     log(f"seeding {args.users} users, ~{args.avg_follows} follows each")
@@ -464,13 +466,7 @@ def main() -> int:
         for user_id in progress(active, desc="warm cached pages", unit="page"):
             feed_page(user_id=user_id, limit=settings.FEED_PAGE_SIZE)
         results["feed_cached"] = wrk(base, "feed.lua", seconds=seconds, connections=conns, **lua_env)
-        if shutil.which("node"):
-            rate = 0.7 * results["feed_cached"]["rps"]
-            log(f"open loop at 70% of the maximum: {rate:.0f} GET /feeds/{{id}} per second")
-            results["feed_cached_open"] = {
-                **openloop(base, users_file, "GET /feeds", rate=rate, seconds=seconds),
-                "rate": rate,
-            }
+        open_loop(results, "feed_cached", "GET /feeds", base, users_file, seconds)
         log("uncached GET /feeds/{id}?limit=19 (the cache holds only default pages)")
         results["feed_uncached"] = wrk(
             base, "feed.lua", seconds=seconds, connections=conns, BENCH_FEED_QUERY="?limit=19", **lua_env
@@ -478,13 +474,7 @@ def main() -> int:
         log("POST /posts")
         results["post"] = wrk(base, "post.lua", seconds=seconds, connections=conns, **lua_env)
 
-        if shutil.which("node"):
-            rate = 0.7 * results["post"]["rps"]
-            log(f"open loop at 70% of the maximum: {rate:.0f} POST /posts per second")
-            results["post_open"] = {
-                **openloop(base, users_file, "POST /posts", rate=rate, seconds=seconds),
-                "rate": rate,
-            }
+        open_loop(results, "post", "POST /posts", base, users_file, seconds)
 
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         log("fan-out burst: posts queue up while the worker is stopped, then one worker drains them")

@@ -11,7 +11,6 @@ import argparse
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ RUN_DIR = ROOT / ".run" / "chaos"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from stack import Stack, wait_http  # noqa: E402
+from stack import Stack, database_recreate, wait_http  # noqa: E402
 
 from feedsite.testing import free_port, restart_postgres  # noqa: E402
 
@@ -69,19 +68,10 @@ def main() -> int:
     os.environ.update(env)
 
     import django
-    import psycopg
-    from psycopg import sql
 
     django.setup()
-    from django.conf import settings
 
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres", host=db["HOST"], port=db["PORT"], user=db["USER"], autocommit=True
-    ) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
+    database_recreate(env)
 
     from consumers.devbroker import broker_start, broker_stop
     from consumers.topics import topics_ensure

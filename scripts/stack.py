@@ -9,6 +9,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def database_recreate(env: dict[str, str]) -> None:
+    """Drop and create the database Django is configured with, then migrate it.
+
+    Django must be set up (from ``env``) before this is called.
+    """
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname="postgres", host=db["HOST"], port=db["PORT"], user=db["USER"], autocommit=True
+    ) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
+
+
 class Stack:
     """The API, the fan-out worker and the outbox relay of one run, each restartable."""
 
