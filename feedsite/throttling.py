@@ -6,6 +6,7 @@ A rate of ``N/period`` allows a burst of N and then one request per ``period/N``
 refused request consumes nothing, and its Retry-After is exact.
 """
 
+import functools
 import logging
 
 from django.conf import settings
@@ -41,6 +42,12 @@ return 0
 """
 
 
+@functools.lru_cache(maxsize=8)
+def _gcra(client):
+    """The GCRA script bound to a Redis client, built once per client, not per request."""
+    return client.register_script(GCRA)
+
+
 def rate_parse(rate: str) -> tuple[int, int]:
     """``"60/minute"`` as (60, 60 seconds). Raises ValueError for anything else."""
     count, _, period = rate.partition("/")
@@ -66,8 +73,7 @@ class RedisRateThrottle(BaseThrottle):
             return True
         count, period = rate_parse(rate)
         try:
-            redis = get_redis_connection("default")
-            wait_us = redis.register_script(GCRA)(
+            wait_us = _gcra(get_redis_connection("default"))(
                 keys=[throttle_key(self.scope, self.ident(request))], args=[period * 1_000_000, count]
             )
         except RedisError:
