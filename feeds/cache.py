@@ -31,11 +31,15 @@ def page_lookup(user_id: int) -> tuple[bytes | None, bytes]:
         logger.warning("feed cache unavailable; reading from the database")
         return None, b""
     generation = generation or b"0"
-    if page is not None:
-        stored_generation, _, body = page.partition(b"|")
-        if stored_generation == generation:
-            return body, generation
-    return None, generation
+    return page_body(page, generation), generation
+
+
+def page_body(page: bytes | None, generation: bytes | None) -> bytes | None:
+    """The body of a stored page if it is of the current generation, else None."""
+    if page is None:
+        return None
+    stored_generation, _, body = page.partition(b"|")
+    return body if stored_generation == (generation or b"0") else None
 
 
 def page_store(user_id: int, *, generation: bytes, body: bytes) -> None:

@@ -1,0 +1,125 @@
+"""The hot path: a cached first feed page, answered in front of Django.
+
+A feed read that the page cache can answer needs only the token's user and the page, so
+this WSGI layer fetches both in one Redis round trip and returns the page at once. Django's
+request cycle (request objects, signals, middleware, DRF's dispatch) costs several times
+what the lookup does, and a cache hit needs none of it.
+
+Anything it is not sure of goes to Django unchanged, where FeedView gives the same answer
+the slow way: another path or method, a query string, a token or page missing from
+Redis, a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
+plain HTTP under SECURE_SSL_REDIRECT, or Redis down. The headers are those Django's
+security and X-Frame-Options middleware put on the slow path's response, worked out once
+by those middleware themselves.
+"""
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.http.request import split_domain_port, validate_host
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django_prometheus.middleware import Metrics
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from feeds.cache import page_body
+from feedsite import metrics
+from feedsite.cache_keys import auth_token_key, feed_generation_key, feed_page_key
+
+logger = logging.getLogger(__name__)
+
+# The path of the "feed" URL pattern (feedsite.urls), with the same id rule.
+FEED_PATH = re.compile(r"/feeds/([1-9][0-9]{0,17})")
+# Its view name in django_prometheus's per-view metrics.
+VIEW_NAME = "feed"
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def _headers_of_slow_path(*, secure: bool) -> list[tuple[str, str]]:
+    """The headers a feed response gets on its way out through Django's middleware."""
+    response = HttpResponse(content_type="application/json", headers={"Allow": "GET, HEAD, OPTIONS"})
+    request = SimpleNamespace(is_secure=lambda: secure)
+    for middleware in (SecurityMiddleware, XFrameOptionsMiddleware):
+        response = middleware(lambda request: response).process_response(request, response)
+    return list(response.items())
+
+
+class CachedFeedPages:
+    """WSGI middleware in front of Django that serves cached first feed pages.
+
+    It reads the settings and takes its Redis client when built, like Django's own
+    middleware: build a new one to apply changed settings.
+    """
+
+    def __init__(self, application: WSGIApp) -> None:
+        self.application = application
+        self.headers = {secure: _headers_of_slow_path(secure=secure) for secure in (False, True)}
+        # Read once: Django's settings object is slow to ask on every request.
+        self.proxy_ssl_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        self.ssl_redirect = settings.SECURE_SSL_REDIRECT
+        self.use_x_forwarded_host = settings.USE_X_FORWARDED_HOST
+        self.allowed_hosts = settings.ALLOWED_HOSTS
+        self.redis = get_redis_connection("default")
+        django_metrics = Metrics.get_instance()
+        self.responses = django_metrics.responses_by_status_view_method.labels(
+            status="200", view=VIEW_NAME, method="GET"
+        )
+        self.latency = django_metrics.requests_latency_by_view_method.labels(view=VIEW_NAME, method="GET")
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        secure = self._is_secure(environ)
+        body = self._cached_page(environ, secure=secure)
+        if body is None:
+            return self.application(environ, start_response)
+        start_response("200 OK", [*self.headers[secure], ("Content-Length", str(len(body)))])
+        metrics.FEED_CACHE_HITS.inc()
+        self.responses.inc()
+        self.latency.observe(time.perf_counter() - started)
+        return [body]
+
+    def _is_secure(self, environ: dict) -> bool:
+        """HttpRequest.is_secure() without building a request."""
+        if self.proxy_ssl_header:
+            header, secure_value = self.proxy_ssl_header
+            value = environ.get(header)
+            if value is not None:
+                return value.split(",", 1)[0].strip() == secure_value
+        return environ.get("wsgi.url_scheme") == "https"
+
+    def _allowed_host(self, environ: dict) -> bool:
+        if self.use_x_forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
+            return False  # Rare enough to leave to Django.
+        domain, _ = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+        return bool(domain) and validate_host(domain, self.allowed_hosts)
+
+    def _cached_page(self, environ: dict, *, secure: bool) -> bytes | None:
+        if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING"):
+            return None
+        match = FEED_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is None:
+            return None
+        keyword, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if keyword.lower() != "token" or not token or " " in token:
+            return None
+        if (self.ssl_redirect and not secure) or not self._allowed_host(environ):
+            return None  # Django redirects to HTTPS, or answers 400.
+        user_id = match[1]
+        try:
+            owner, generation, page = self.redis.mget(
+                auth_token_key(token), feed_generation_key(int(user_id)), feed_page_key(int(user_id))
+            )
+        except RedisError:
+            logger.warning("feed cache unavailable; answering the slow way")
+            return None
+        # The token cache holds "<user id>:..." of active users only (follows.authentication).
+        if owner is None or owner.partition(b":")[0] != user_id.encode():
+            return None
+        return page_body(page, generation)

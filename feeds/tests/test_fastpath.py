@@ -1,0 +1,216 @@
+"""The cached-page fast path answers exactly what FeedView would, or steps aside."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import RequestFactory
+from prometheus_client import REGISTRY
+from rest_framework.authtoken.models import Token
+
+from feeds import cache
+from feeds.fastpath import CachedFeedPages
+from feeds.models import FeedEntry
+from feedsite.testing import free_port
+from posts.models import Post
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    fast: bool
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Server:
+    """The WSGI stack gunicorn serves, built from the current settings, recording whether
+    Django was reached."""
+
+    def __init__(self) -> None:
+        self.django_calls = 0
+        django = WSGIHandler()
+
+        def counted(environ, start_response):
+            self.django_calls += 1
+            # As Django's test client does: the test's transaction must outlive the request.
+            request_started.disconnect(close_old_connections)
+            request_finished.disconnect(close_old_connections)
+            try:
+                return django(environ, start_response)
+            finally:
+                request_started.connect(close_old_connections)
+                request_finished.connect(close_old_connections)
+
+        self.app = CachedFeedPages(counted)
+
+    def get(self, path: str, *, token: str | None = None, authorization: str | None = None, **extra) -> Answer:
+        if token is not None:
+            authorization = f"Token {token}"
+        if authorization is not None:
+            extra["HTTP_AUTHORIZATION"] = authorization
+        environ = RequestFactory().get(path, **extra).environ
+        calls, started = self.django_calls, []
+        chunks = self.app(environ, lambda status, headers: started.append((status, headers)))
+        body = b"".join(chunks)
+        request_finished.disconnect(close_old_connections)
+        try:
+            getattr(chunks, "close", lambda: None)()  # sends request_finished
+        finally:
+            request_finished.connect(close_old_connections)
+        status, headers = started[0]
+        return Answer(int(status.split()[0]), dict(headers), body, fast=self.django_calls == calls)
+
+
+@pytest.fixture
+def server() -> Server:
+    return Server()
+
+
+@pytest.fixture
+def token_of():
+    return lambda user: Token.objects.get_or_create(user=user)[0].key
+
+
+@pytest.fixture
+def ada(make_user):
+    ada = make_user()
+    post = Post.objects.create(author=ada, content="cached")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=post.pk)
+    return ada
+
+
+def test_a_cached_page_is_served_in_front_of_django_with_the_same_answer(ada, token_of, server):
+    slow = server.get(f"/feeds/{ada.pk}", token=token_of(ada))  # a miss: renders and caches
+    hits = REGISTRY.get_sample_value("feed_cache_hits_total") or 0.0
+    served = REGISTRY.get_sample_value(
+        "django_http_responses_total_by_status_view_method_total", {"status": "200", "view": "feed", "method": "GET"}
+    )
+
+    hit = server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+
+    assert not slow.fast and hit.fast
+    assert (hit.status, hit.body, hit.headers) == (slow.status, slow.body, slow.headers)
+    assert [p["content"] for p in hit.json()["results"]] == ["cached"]
+    assert REGISTRY.get_sample_value("feed_cache_hits_total") == hits + 1
+    assert REGISTRY.get_sample_value(
+        "django_http_responses_total_by_status_view_method_total", {"status": "200", "view": "feed", "method": "GET"}
+    ) == served + 1
+
+
+def test_over_https_both_paths_send_hsts(ada, token_of, settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    server = Server()
+    slow = server.get(f"/feeds/{ada.pk}", token=token_of(ada), secure=True)
+
+    hit = server.get(f"/feeds/{ada.pk}", token=token_of(ada), secure=True)
+
+    assert hit.fast and hit.headers == slow.headers
+    assert hit.headers["Strict-Transport-Security"].startswith("max-age=3600")
+
+
+def test_plain_http_is_redirected_by_django_under_ssl_redirect(ada, token_of, settings):
+    Server().get(f"/feeds/{ada.pk}", token=token_of(ada))  # cached
+    settings.SECURE_SSL_REDIRECT = True
+
+    answer = Server().get(f"/feeds/{ada.pk}", token=token_of(ada))
+
+    assert not answer.fast
+    assert answer.status == 301 and answer.headers["Location"].startswith("https://")
+
+
+def test_behind_a_trusted_proxy_https_is_read_from_its_header(ada, token_of, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    server = Server()
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_X_FORWARDED_PROTO="https")
+
+    assert server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_X_FORWARDED_PROTO="https").fast
+    assert server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_X_FORWARDED_PROTO="http").status == 301
+
+
+def test_reading_someone_elses_cached_feed_is_still_forbidden(ada, make_user, token_of, server):
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+    bob = make_user()
+    server.get(f"/feeds/{bob.pk}", token=token_of(bob))  # bob's token is cached too
+
+    answer = server.get(f"/feeds/{ada.pk}", token=token_of(bob))
+
+    assert answer.status == 403 and not answer.fast
+
+
+def test_staff_reading_another_feed_take_the_slow_path(ada, make_user, token_of, server):
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+    admin = make_user(is_staff=True)
+
+    answer = server.get(f"/feeds/{ada.pk}", token=token_of(admin))
+
+    assert answer.status == 200 and not answer.fast
+    assert [p["content"] for p in answer.json()["results"]] == ["cached"]
+
+
+@pytest.mark.parametrize("authorization", ["Token nonsense", "Token", "Bearer {key}", "Token {key} extra", ""])
+def test_bad_credentials_get_what_the_api_gives_them(ada, token_of, server, authorization):
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+
+    answer = server.get(f"/feeds/{ada.pk}", authorization=authorization.format(key=token_of(ada)))
+
+    assert answer.status == 401 and not answer.fast
+
+
+def test_a_deactivated_users_token_is_refused_at_once(ada, token_of, server, django_capture_on_commit_callbacks):
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+    with django_capture_on_commit_callbacks(execute=True):
+        ada.is_active = False
+        ada.save()
+
+    assert server.get(f"/feeds/{ada.pk}", token=token_of(ada)).status == 401
+
+
+def test_queries_other_methods_and_stale_pages_go_to_django(ada, token_of, server):
+    token = token_of(ada)
+    server.get(f"/feeds/{ada.pk}", token=token)
+
+    with_query = server.get(f"/feeds/{ada.pk}?limit=20", token=token)
+    newer = Post.objects.create(author=ada, content="newer")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=newer.pk)
+    cache.pages_invalidate([ada.pk])
+    after_change = server.get(f"/feeds/{ada.pk}", token=token)
+
+    assert with_query.status == 200 and not with_query.fast
+    assert not after_change.fast
+    assert [p["content"] for p in after_change.json()["results"]] == ["newer", "cached"]
+    assert server.get(f"/feeds/{ada.pk}", token=token).fast
+    assert not server.get(f"/feeds/{ada.pk}/", token=token).fast
+
+
+def test_a_disallowed_host_is_400(ada, token_of, server):
+    server.get(f"/feeds/{ada.pk}", token=token_of(ada))
+
+    answer = server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_HOST="evil.example")
+
+    assert answer.status == 400 and not answer.fast
+
+
+def test_with_redis_down_the_feed_is_read_from_postgresql(ada, token_of, settings):
+    Server().get(f"/feeds/{ada.pk}", token=token_of(ada))
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1},
+        }
+    }
+
+    answer = Server().get(f"/feeds/{ada.pk}", token=token_of(ada))
+
+    assert answer.status == 200 and not answer.fast
+    assert [p["content"] for p in answer.json()["results"]] == ["cached"]
