@@ -1,11 +1,12 @@
 """Cache-aside storage of rendered first feed pages in Redis.
 
-A page is stored as ``<generation>|<body>``. Invalidation bumps the user's generation
-and deletes the page, so a reader that rendered from PostgreSQL before a fan-out
+A page is stored as ``<generation>|<body>``. Invalidation bumps the user's generation, so
+a stale page is never served, and a reader that rendered from PostgreSQL before a fan-out
 committed cannot leave a stale page behind: it stores the page under the generation it
 read first, which no longer matches.
 """
 
+import functools
 import logging
 from collections.abc import Iterable
 
@@ -53,14 +54,30 @@ def page_store(user_id: int, *, generation: bytes, body: bytes) -> None:
         logger.warning("feed cache unavailable; page not stored")
 
 
+# Bumps each generation key and keeps it alive; one call per chunk of users.
+BUMP_GENERATIONS = """
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+INVALIDATE_CHUNK = 2000
+
+
+@functools.lru_cache(maxsize=8)
+def _bump_generations(client):
+    """The script bound to a Redis client, built once per client."""
+    return client.register_script(BUMP_GENERATIONS)
+
+
 def pages_invalidate(user_ids: Iterable[int]) -> None:
-    """Make every cached page of these users stale. Raises RedisError if Redis is down."""
-    pipe = get_redis_connection("default").pipeline(transaction=False)
-    for count, user_id in enumerate(user_ids, 1):
-        generation_key = feed_generation_key(user_id)
-        pipe.incr(generation_key)
-        pipe.expire(generation_key, GENERATION_TTL)
-        pipe.delete(feed_page_key(user_id))
-        if count % 1000 == 0:
-            pipe.execute()
-    pipe.execute()
+    """Make every cached page of these users stale. Raises RedisError if Redis is down.
+
+    Bumping the generation is enough: a page of an older generation is never served, and
+    expires with FEED_CACHE_TTL.
+    """
+    client = get_redis_connection("default")
+    keys = [feed_generation_key(user_id) for user_id in user_ids]
+    for start in range(0, len(keys), INVALIDATE_CHUNK):
+        _bump_generations(client)(keys=keys[start : start + INVALIDATE_CHUNK], args=[GENERATION_TTL], client=client)
