@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from itertools import groupby
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django.utils import timezone
@@ -97,6 +98,7 @@ def consumer_build(*, group_id: str, session_timeout_ms: int) -> Consumer:
                 "session.timeout.ms": session_timeout_ms,
                 # Kafka's guidance: heartbeat at most a third of the session timeout.
                 "heartbeat.interval.ms": max(session_timeout_ms // 3, 100),
+                "fetch.wait.max.ms": settings.FANOUT_FETCH_WAIT_MS,
             }
         )
     )

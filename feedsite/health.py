@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET
 from django_redis import get_redis_connection
 
 from consumers.producer import producer_get
+from feedsite import metrics
 
 READY_TIMEOUT = 2.0
 
@@ -45,6 +46,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = "ok"
         except Exception as exc:
             results[name] = f"down: {type(exc).__name__}: {exc}"[:300]
+        metrics.DEPENDENCY_UP.labels(name).set(1 if results[name] == "ok" else 0)
     down = [name for name, result in results.items() if result != "ok"]
     body = {"status": "ready" if not down else "unavailable", "down": down, "checks": results}
     return JsonResponse(body, status=503 if down else 200)

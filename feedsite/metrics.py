@@ -18,7 +18,7 @@ FEED_CACHE_MISSES = Counter("feed_cache_misses", "Cacheable feed reads that went
 
 FANOUT_EVENTS = Counter("feed_fanout_events", "Events the fan-out worker applied.", ["type"])
 FANOUT_ROWS = Counter(
-    "feed_fanout_rows", "Feed entries written by fan-out (a re-delivery writes them again)."
+    "feed_fanout_rows", "Feed entries added by fan-out (new ones only) and written by backfill on follow."
 )
 FEED_TRIMMED = Counter("feed_trimmed_entries", "Feed entries deleted to keep feeds within FEED_MAX_ENTRIES.")
 FANOUT_BATCH_DURATION = Histogram(
@@ -60,4 +60,10 @@ CONSUMER_LAG = Gauge(
     "Messages behind the end of each assigned partition.",
     ["topic", "partition"],
     multiprocess_mode="max",
+)
+DEPENDENCY_UP = Gauge(
+    "feed_dependency_up",
+    "1 if the last readiness check (/readyz) reached the dependency, else 0.",
+    ["dependency"],
+    multiprocess_mode="livemin",
 )

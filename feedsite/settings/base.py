@@ -178,6 +178,9 @@ FANOUT_GROUP_ID = env.str("FANOUT_GROUP_ID", default="feed-fanout")
 FANOUT_BATCH_SIZE = env.int("FANOUT_BATCH_SIZE", default=500)
 # Milliseconds the worker waits to fill a batch. Default: 100.
 FANOUT_BATCH_MS = env.int("FANOUT_BATCH_MS", default=100)
+# Longest the broker may hold a fetch while it has no new data (fetch.wait.max.ms); bounds
+# post-to-feed latency on brokers that hold fetches to the limit. Default: 20.
+FANOUT_FETCH_WAIT_MS = env.int("FANOUT_FETCH_WAIT_MS", default=20)
 # Consumer group session timeout in milliseconds; joins wait about half of it. Default: 6000.
 FANOUT_SESSION_TIMEOUT_MS = env.int("FANOUT_SESSION_TIMEOUT_MS", default=6000)
 # Attempts at an event whose handler keeps failing before it is dead-lettered. Default: 3.

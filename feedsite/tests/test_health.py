@@ -1,7 +1,9 @@
 import pytest
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from consumers import producer
+from feedsite.health import CHECKS
 from feedsite.testing import free_port
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +47,8 @@ def test_readyz_names_redis_when_it_is_down(settings):
 
     assert response.status_code == 503
     assert response.json()["down"] == ["redis"]
+    up = {name: REGISTRY.get_sample_value("feed_dependency_up", {"dependency": name}) for name in CHECKS}
+    assert up == {"database": 1.0, "redis": 0.0, "kafka": 1.0}
 
 
 def test_metrics_are_exported_for_prometheus():

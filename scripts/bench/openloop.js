@@ -52,7 +52,8 @@ function report() {
   latencies.sort((a, b) => a - b);
   const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
   const elapsed = (performance.now() - start) / 1000;
-  console.log(JSON.stringify({ sent: total, elapsed, rps: total / elapsed, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: latencies[latencies.length - 1], statuses }));
+  const cpu = process.cpuUsage();
+  console.log(JSON.stringify({ sent: total, elapsed, rps: total / elapsed, load_cpu: (cpu.user + cpu.system) / 1e6 / elapsed, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: latencies[latencies.length - 1], statuses }));
   process.exit(0);
 }
 
