@@ -80,4 +80,6 @@ def pages_invalidate(user_ids: Iterable[int]) -> None:
     client = get_redis_connection("default")
     keys = [feed_generation_key(user_id) for user_id in user_ids]
     for start in range(0, len(keys), INVALIDATE_CHUNK):
-        _bump_generations(client)(keys=keys[start : start + INVALIDATE_CHUNK], args=[GENERATION_TTL], client=client)
+        _bump_generations(client)(
+            keys=keys[start : start + INVALIDATE_CHUNK], args=[GENERATION_TTL], client=client
+        )

@@ -6,18 +6,32 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY
 
 import feedsite.metrics  # noqa: F401  (registers the project's metrics)
-from django_prometheus.middleware import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
 # PromQL words that are not metric names.
 PROMQL = {
-    "sum", "max", "min", "rate", "increase", "deriv", "histogram_quantile", "by", "and", "or",
-    "le", "view", "partition", "error", "dependency", "m",
+    "sum",
+    "max",
+    "min",
+    "rate",
+    "increase",
+    "deriv",
+    "histogram_quantile",
+    "by",
+    "and",
+    "or",
+    "le",
+    "view",
+    "partition",
+    "error",
+    "dependency",
+    "m",
 }
 
 
@@ -49,8 +63,18 @@ def alert_rules() -> list[dict]:
 def test_the_dashboard_has_the_panels_operators_need():
     dashboard = json.loads((DEPLOY / "grafana/dashboards/feedsite.json").read_text())
     titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("by endpoint", "latency by endpoint", "cache hit", "posts per second", "fan-out rows",
-                  "batch duration", "post-to-feed", "consumer lag", "outbox", "dead letters"):
+    for topic in (
+        "by endpoint",
+        "latency by endpoint",
+        "cache hit",
+        "posts per second",
+        "fan-out rows",
+        "batch duration",
+        "post-to-feed",
+        "consumer lag",
+        "outbox",
+        "dead letters",
+    ):
         assert topic in titles
 
 
@@ -64,13 +88,18 @@ def test_every_dashboard_query_uses_exported_metrics(expr):
 def test_alert_rules_are_well_formed():
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == {
-        "FanoutConsumerLagGrowing", "OutboxOldestRowTooOld", "DeadLettersAppearing",
-        "FanoutBreakerTripped", "ReadinessFailing", "PostToFeedLatencyHigh",
+        "FanoutConsumerLagGrowing",
+        "OutboxOldestRowTooOld",
+        "DeadLettersAppearing",
+        "FanoutBreakerTripped",
+        "ReadinessFailing",
+        "PostToFeedLatencyHigh",
     }
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
         assert rule["labels"]["severity"] in {"warning", "critical"}
-        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
         if "for" in rule:
             assert re.fullmatch(r"\d+[smh]", rule["for"])
         assert rule["expr"].count("(") == rule["expr"].count(")")
@@ -96,4 +125,6 @@ def test_prometheus_loads_the_rules_and_compose_mounts_them():
 
 
 def test_the_name_check_can_fail():
-    assert metric_names("sum(rate(feed_no_such_metric_total[5m]))") - exported() == {"feed_no_such_metric_total"}
+    assert metric_names("sum(rate(feed_no_such_metric_total[5m]))") - exported() == {
+        "feed_no_such_metric_total"
+    }
