@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -31,15 +31,20 @@ from redis.exceptions import RedisError
 from feeds.cache import page_body
 from feedsite import metrics
 from feedsite.cache_keys import auth_token_key, feed_generation_key, feed_page_key
+from feedsite.urls import IdConverter
 
 logger = logging.getLogger(__name__)
 
-# The path of the "feed" URL pattern (feedsite.urls), with the same id rule.
-FEED_PATH = re.compile(r"/feeds/([1-9][0-9]{0,17})")
+# The path of the "feed" URL pattern, with the same id rule.
+FEED_PATH = re.compile(rf"/feeds/({IdConverter.regex})")
 # Its view name in django_prometheus's per-view metrics.
 VIEW_NAME = "feed"
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def _never_called(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("only the middleware's process_response is used")
 
 
 def _headers_of_slow_path(*, secure: bool) -> list[tuple[str, str]]:
@@ -48,7 +53,7 @@ def _headers_of_slow_path(*, secure: bool) -> list[tuple[str, str]]:
     request = SimpleNamespace(is_secure=lambda: secure)
     for middleware in (SecurityMiddleware, XFrameOptionsMiddleware):
         # Only process_response runs; the view they would wrap is never called.
-        response = middleware(get_response=None).process_response(request, response)
+        response = middleware(get_response=_never_called).process_response(request, response)
     return list(response.items())
 
 
