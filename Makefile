@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # make run and friends need a secret key; keep a random one per checkout unless one is given.
 export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
 
-.PHONY: run run-api run-fanout run-relay migrate topics dlq infra chaos bench test lint venv clean
+.PHONY: run run-api run-fanout run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test lint venv clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ topics: $(STAMP)
 ARGS ?= list
 dlq: $(STAMP)
 	$(PY) manage.py dlq $(ARGS)
+
+## demo: fill the running system (make run) with demo data; e.g. DEMO_ARGS="--users 10000 --seed 2"
+DEMO_ARGS ?=
+demo: $(STAMP)
+	$(PY) manage.py seed_demo $(DEMO_ARGS)
 
 ## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker
 infra:
