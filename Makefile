@@ -51,6 +51,11 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(PY) manage.py seed_demo $(DEMO_ARGS)
 
+## rebuild-feeds: recompute stored feeds; e.g. REBUILD_ARGS="--user 42" or "--all --dry-run"
+REBUILD_ARGS ?= --all
+rebuild-feeds: $(STAMP)
+	$(PY) manage.py rebuild_feeds $(REBUILD_ARGS)
+
 ## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker
 infra:
 	docker compose up -d postgres kafka redis prometheus

@@ -6,7 +6,8 @@ from the event that triggered it, so a replayed or late event cannot undo a newe
 Locking: a function that copies an author's posts into feeds (fan-out, backfill) takes a
 shared advisory lock on the author for its transaction; one that removes them (delete,
 unfollow) takes an exclusive one. So a removal waits for copies in flight, and its
-DELETE then sees every row they wrote.
+DELETE then sees every row they wrote. A rebuild copies from every account a user
+follows, so it locks the feed's owner instead, and an unfollow waits for that lock too.
 """
 
 from collections import defaultdict
@@ -22,8 +23,10 @@ from posts.models import Post
 
 INSERT_BATCH_SIZE = 5000
 TRIM_BATCH_SIZE = 1000
-# First key of the two-key advisory locks on authors; any constant unique to this project.
+# First keys of the two-key advisory locks on authors and on feeds; any constants unique
+# to this project.
 AUTHOR_LOCK_CLASS = 0x6665
+FEED_LOCK_CLASS = 0x6666
 
 
 @dataclass
@@ -43,15 +46,23 @@ class FeedChanges:
         return self
 
 
-def _lock_authors(author_ids: Iterable[int], *, exclusive: bool) -> None:
+def _lock(ids: Iterable[int], *, exclusive: bool, lock_class: int = AUTHOR_LOCK_CLASS) -> None:
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     with connection.cursor() as cursor:
         # Sorted, in one statement: two workers locking overlapping sets cannot deadlock.
         cursor.execute(
             f"SELECT {function}(%s, (a %% 2147483647)::integer) "
-            "FROM (SELECT DISTINCT unnest(%s::bigint[]) AS a ORDER BY 1) AS authors",
-            [AUTHOR_LOCK_CLASS, sorted(set(author_ids))],
+            "FROM (SELECT DISTINCT unnest(%s::bigint[]) AS a ORDER BY 1) AS ids",
+            [lock_class, sorted(set(ids))],
         )
+
+
+def _lock_authors(author_ids: Iterable[int], *, exclusive: bool) -> None:
+    _lock(author_ids, exclusive=exclusive)
+
+
+def _lock_feeds(user_ids: Iterable[int]) -> None:
+    _lock(user_ids, exclusive=True, lock_class=FEED_LOCK_CLASS)
 
 
 def _followers_of(author_ids: Iterable[int]) -> dict[int, list[int]]:
@@ -192,6 +203,7 @@ def feed_unfollow(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     if not ended:
         return changes
     _lock_authors({followee for _, followee in ended}, exclusive=True)
+    _lock_feeds({follower for follower, _ in ended})
     followers, followees = zip(*sorted(ended), strict=True)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -226,3 +238,87 @@ def feeds_trim(*, user_ids: Iterable[int]) -> int:
             )
             deleted += cursor.rowcount
     return deleted
+
+
+# The entries a feed should hold: the newest FEED_MAX_ENTRIES posts of its owner and of
+# the accounts they follow, except pulled authors, whose posts are merged at read time.
+# One short index scan (post_author_newest) per author, merged per user.
+REBUILD_TARGET = f"""
+    target AS (
+        SELECT u.id AS user_id, t.post_id FROM unnest(%(users)s::bigint[]) AS u (id)
+        CROSS JOIN LATERAL (
+            SELECT p.id AS post_id FROM (
+                SELECT u.id AS author_id
+                UNION SELECT f.followee_id FROM {Follow._meta.db_table} AS f WHERE f.follower_id = u.id
+            ) AS a
+            CROSS JOIN LATERAL (
+                SELECT id FROM {Post._meta.db_table} WHERE author_id = a.author_id
+                ORDER BY id DESC LIMIT %(entries)s
+            ) AS p
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {PulledAuthor._meta.db_table} AS pa WHERE pa.user_id = a.author_id
+            )
+            ORDER BY p.id DESC LIMIT %(entries)s
+        ) AS t
+    ),
+    current AS (
+        SELECT f.user_id, f.post_id FROM {FeedEntry._meta.db_table} AS f WHERE f.user_id = ANY(%(users)s)
+    )"""
+
+
+@dataclass
+class RebuildResult:
+    """Entries a rebuild added and removed, and the feeds it changed."""
+
+    added: int = 0
+    removed: int = 0
+    changed: set[int] = field(default_factory=set)
+
+
+@transaction.atomic
+def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildResult:
+    """Recompute the stored entries of these users' feeds from posts and follows.
+
+    Missing entries are added and entries that do not belong (an unfollowed author, a
+    deleted post, or beyond FEED_MAX_ENTRIES) are removed, in one statement of one
+    transaction: readers see the old feed until the new one commits, never an empty one.
+    Fan-outs may run meanwhile; an entry one of them commits later is kept. Running it
+    again changes nothing. With ``dry_run`` nothing is written. Cached pages are not
+    invalidated here: that is for the caller, once this has committed.
+    """
+    users = sorted(set(user_ids))
+    if not users:
+        return RebuildResult()
+    params = {"users": users, "entries": settings.FEED_MAX_ENTRIES}
+    if dry_run:
+        sql = f"""WITH {REBUILD_TARGET},
+            added AS (SELECT t.user_id FROM target AS t
+                      WHERE NOT EXISTS (SELECT 1 FROM current AS c
+                                        WHERE c.user_id = t.user_id AND c.post_id = t.post_id)),
+            removed AS (SELECT c.user_id FROM current AS c
+                        WHERE NOT EXISTS (SELECT 1 FROM target AS t
+                                          WHERE t.user_id = c.user_id AND t.post_id = c.post_id))"""
+    else:
+        _lock_feeds(users)
+        sql = f"""WITH {REBUILD_TARGET},
+            added AS (
+                INSERT INTO {FeedEntry._meta.db_table} (user_id, post_id)
+                SELECT user_id, post_id FROM target ON CONFLICT DO NOTHING RETURNING user_id
+            ),
+            removed AS (
+                DELETE FROM {FeedEntry._meta.db_table} AS f WHERE f.user_id = ANY(%(users)s)
+                AND NOT EXISTS (
+                    SELECT 1 FROM target AS t WHERE t.user_id = f.user_id AND t.post_id = f.post_id
+                )
+                RETURNING f.user_id
+            )"""
+    sql += """
+        SELECT 'added', user_id, count(*) FROM added GROUP BY user_id
+        UNION ALL SELECT 'removed', user_id, count(*) FROM removed GROUP BY user_id"""
+    result = RebuildResult()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for kind, user_id, count in cursor.fetchall():
+            setattr(result, kind, getattr(result, kind) + count)
+            result.changed.add(user_id)
+    return result
