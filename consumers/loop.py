@@ -34,6 +34,7 @@ from consumers.topics import Topic, kafka_config
 from feeds.cache import pages_invalidate
 from feeds.services import FeedChanges, feeds_trim
 from feedsite import metrics
+from feedsite.logcontext import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class FanoutWorker:
             self.consumer.resume(self.consumer.assignment())
 
     def _apply(self, messages: Sequence[Message]) -> None:
+        batch = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items())
+        with log_context(batch=batch, batch_size=len(messages)):
+            self._apply_batch(messages)
+
+    def _apply_batch(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
         applied_to, fetched_to = self._stored_offsets(messages)
         self._store_offsets(messages, column="fetched_offset")
@@ -209,6 +215,11 @@ class FanoutWorker:
                     raise UnknownEventType(f"no handler for {event.type!r}")
                 decoded.append((message, event))
             except PoisonMessage as exc:
+                logger.warning(
+                    "undecodable event: %s",
+                    exc,
+                    extra={"partition": message.partition(), "offset": message.offset()},
+                )
                 failures.append(Failure.of(message, exc))
 
         with transaction.atomic():
@@ -241,14 +252,15 @@ class FanoutWorker:
         elapsed = time.monotonic() - started
         metrics.FANOUT_BATCH_DURATION.observe(elapsed)
         logger.info(
-            "batch messages=%d applied=%d skipped=%d dead_letters=%d users=%d partitions=%s seconds=%.3f",
-            len(messages),
-            len(applied),
-            len(messages) - len(fresh),
-            len(failures),
-            len(changes.changed),
-            ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items()),
-            elapsed,
+            "batch applied",
+            extra={
+                "applied": len(applied),
+                "skipped": len(messages) - len(fresh),
+                "dead_letters": len(failures),
+                "feeds_changed": len(changes.changed),
+                "rows": changes.rows,
+                "seconds": round(elapsed, 3),
+            },
         )
 
     def _handle(self, decoded: Sequence[tuple[Message, Event]], failures: list[Failure]) -> FeedChanges:
@@ -271,17 +283,27 @@ class FanoutWorker:
             except Exception:
                 logger.exception("handler %s failed on a run of %d; isolating", event_type, len(run))
             for message, event in run:
-                for attempt in range(1, self.max_retries + 1):
-                    try:
-                        with transaction.atomic():
-                            changes |= handler([event])
-                        break
-                    except TRANSIENT_ERRORS:
-                        raise
-                    except Exception as exc:
-                        metrics.FANOUT_RETRIES.labels("handler").inc()
-                        if attempt == self.max_retries:
-                            failures.append(Failure.of(message, exc))
+                with log_context(
+                    event_id=str(event.event_id), event_type=event.type, offset=message.offset()
+                ):
+                    for attempt in range(1, self.max_retries + 1):
+                        try:
+                            with transaction.atomic():
+                                changes |= handler([event])
+                            break
+                        except TRANSIENT_ERRORS:
+                            raise
+                        except Exception as exc:
+                            metrics.FANOUT_RETRIES.labels("handler").inc()
+                            if attempt == self.max_retries:
+                                logger.warning(
+                                    "event dead-lettered after %d attempts: %s: %s",
+                                    attempt,
+                                    type(exc).__name__,
+                                    exc,
+                                    extra={"partition": message.partition()},
+                                )
+                                failures.append(Failure.of(message, exc))
         return changes
 
     def _trim(self) -> None:
@@ -304,7 +326,10 @@ class FanoutWorker:
             close_old_connections()
             return
         metrics.FEED_TRIMMED.inc(deleted)
-        logger.info("trim users=%d deleted=%d seconds=%.3f", len(users), deleted, time.monotonic() - started)
+        logger.info(
+            "feeds trimmed",
+            extra={"feeds": len(users), "deleted": deleted, "seconds": round(time.monotonic() - started, 3)},
+        )
 
     def _stored_offsets(
         self, messages: Sequence[Message]

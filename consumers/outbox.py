@@ -169,7 +169,7 @@ def relay_loop(relay: OutboxRelay, *, idle: float, backoff_max: float, stopping)
             backoff = idle
             pause = 0.0 if result.published == relay.batch_size else idle
         if result.published or result.pruned:
-            logger.info("outbox relay: published=%d pruned=%d", result.published, result.pruned)
+            logger.info("outbox relay batch", extra={"published": result.published, "pruned": result.pruned})
         deadline = time.monotonic() + pause
         while not stopping() and time.monotonic() < deadline:
             time.sleep(min(0.1, pause))

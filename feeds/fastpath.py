@@ -10,7 +10,8 @@ the slow way: another path or method, a query string, a token or page missing fr
 Redis, a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
 plain HTTP under SECURE_SSL_REDIRECT, or Redis down. The headers are those Django's
 security and X-Frame-Options middleware put on the slow path's response, worked out once
-by those middleware themselves.
+by those middleware themselves, plus the X-Request-ID that RequestContextMiddleware gives
+every response. A hit writes no log line: metrics count it.
 """
 
 import logging
@@ -31,6 +32,7 @@ from redis.exceptions import RedisError
 from feeds.cache import page_body
 from feedsite import metrics
 from feedsite.cache_keys import auth_token_key, feed_generation_key, feed_page_key
+from feedsite.logcontext import REQUEST_ID_HEADER, request_id_of
 from feedsite.urls import IdConverter
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,11 @@ class CachedFeedPages:
         body = self._cached_page(environ, secure=secure)
         if body is None:
             return self.application(environ, start_response)
-        start_response("200 OK", [*self.headers[secure], ("Content-Length", str(len(body)))])
+        request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID"))
+        start_response(
+            "200 OK",
+            [*self.headers[secure], ("Content-Length", str(len(body))), (REQUEST_ID_HEADER, request_id)],
+        )
         metrics.FEED_CACHE_HITS.inc()
         self.responses.inc()
         self.latency.observe(time.perf_counter() - started)

@@ -12,6 +12,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from feedsite.cache_keys import auth_token_key
+from feedsite.logcontext import log_bind
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class CachedTokenAuthentication(TokenAuthentication):
             logger.warning("token cache unavailable; falling back to the database")
             cached = None
         if cached is not None:
-            return _user_from_cache(cached), key
+            user = _user_from_cache(cached)
+            log_bind(user_id=user.pk)
+            return user, key
 
         try:
             token = Token.objects.select_related("user").get(key=key)
@@ -44,6 +47,7 @@ class CachedTokenAuthentication(TokenAuthentication):
             redis.set(auth_token_key(key), _user_to_cache(user), ex=settings.AUTH_TOKEN_CACHE_TTL)
         except RedisError:
             logger.warning("token cache unavailable; lookup not cached")
+        log_bind(user_id=user.pk)
         return user, key
 
 

@@ -23,6 +23,8 @@ for _name, _value in {
     "DJANGO_SECURE_SSL_REDIRECT": "false",
     "DJANGO_SECURE_COOKIES": "false",
     "DJANGO_SECURE_HSTS_SECONDS": "0",
+    # Readable log lines on a terminal; production writes JSON.
+    "LOG_FORMAT": "console",
 }.items():
     os.environ.setdefault(_name, _value)
 

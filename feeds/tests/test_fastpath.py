@@ -1,6 +1,7 @@
 """The cached-page fast path answers exactly what FeedView would, or steps aside."""
 
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -59,6 +60,8 @@ class Server:
             authorization = f"Token {token}"
         if authorization is not None:
             extra["HTTP_AUTHORIZATION"] = authorization
+        # Both paths echo the client's request id; the same one keeps their answers comparable.
+        extra.setdefault("HTTP_X_REQUEST_ID", "test-request-1")
         environ = RequestFactory().get(path, **extra).environ
         calls, started = self.django_calls, []
         chunks = self.app(environ, lambda status, headers: started.append((status, headers)))
@@ -112,6 +115,17 @@ def test_a_cached_page_is_served_in_front_of_django_with_the_same_answer(ada, to
         )
         == served + 1
     )
+
+
+@pytest.mark.parametrize("sent", ["", "not a valid id!", "x" * 129])
+def test_both_paths_make_a_request_id_unless_the_client_sent_a_valid_one(ada, token_of, server, sent):
+    slow = server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_X_REQUEST_ID=sent)
+    hit = server.get(f"/feeds/{ada.pk}", token=token_of(ada), HTTP_X_REQUEST_ID=sent)
+
+    assert (slow.fast, hit.fast) == (False, True)
+    ids = {slow.headers["X-Request-ID"], hit.headers["X-Request-ID"]}
+    assert len(ids) == 2, "each request gets its own id"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids
 
 
 def test_over_https_both_paths_send_hsts(ada, token_of, settings):

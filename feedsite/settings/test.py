@@ -15,6 +15,7 @@ TEST_ENV_DEFAULTS = {
     "FANOUT_SESSION_TIMEOUT_MS": "6000",
     # The suite talks plain HTTP to the API and its servers.
     "DJANGO_SECURE_SSL_REDIRECT": "false",
+    "LOG_FORMAT": "console",
     # Drills count exact feed tables; the trimming tests set their own bound.
     "FEED_MAX_ENTRIES": "1000000",
     # High enough never to trip by accident; the throttle tests set their own.
