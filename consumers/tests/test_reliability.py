@@ -126,7 +126,9 @@ def committed_total(settings) -> int:
 def test_a_worker_killed_at_random_moments_applies_every_event_exactly_once(kafka, settings, tmp_path):
     graph = Graph(authors=6, fans=20, posts=4000)
     graph.publish(settings.FEED_EVENTS_TOPIC)
-    env = worker_env(kafka, FANOUT_BATCH_SIZE="10", FANOUT_SESSION_TIMEOUT_MS="3000")
+    # Small batches: more kills land mid-batch, and ten short lives cannot finish the load
+    # (at most about 0.5 s of work each) however fast a batch is applied.
+    env = worker_env(kafka, FANOUT_BATCH_SIZE="2", FANOUT_SESSION_TIMEOUT_MS="3000")
     chance = random.Random(20261127)
     for _ in range(10):
         applied = FeedEntry.objects.count()
