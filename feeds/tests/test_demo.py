@@ -88,7 +88,7 @@ def test_posts_travel_as_events_and_the_worker_fills_the_feeds(worker, settings)
     client.credentials(HTTP_AUTHORIZATION=f"Token {feed[1]}")
     response = client.get(feed[2])
     assert response.status_code == 200, response.content
-    assert response.json()["results"], "the busiest reader's feed is filled"
+    assert response.json()["results"], "the busy reader's feed is filled"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -109,7 +109,9 @@ class Command(BaseCommand):
     def _print_examples(self, plan: DemoPlan, result: DemoResult, *, api: str, password: str) -> None:
         following = Counter(follower for follower, _ in plan.follows)
         followers = Counter(followee for _, followee in plan.follows)
-        reader = following.most_common(1)[0][0] if following else 0
+        # A busy reader, but not the one extreme account that follows nearly everyone.
+        ranked = [user for user, _ in following.most_common()]
+        reader = ranked[len(ranked) // 10] if ranked else 0
         famous = followers.most_common(1)[0][0] if followers else 1
         followed = {followee for follower, followee in plan.follows if follower == reader}
         newcomer = next(
@@ -144,8 +146,16 @@ class Command(BaseCommand):
                     "# A token for any demo account:",
                     f'curl -s -X POST {json} -d \'{{"username": "{plan.usernames[-1]}", '
                     f'"password": "{password}"}}\' {api}/auth/token',
-                    "# What the API exports to Prometheus:",
-                    f"curl -s {api}/metrics | grep ^feed_",
+                    "# Posts and cache hits counted by the API, and rows written by the worker:",
+                    f"curl -s {api}/metrics | grep -E '^feed_(posts_created|cache_hits|cache_misses)_total'",
+                    *self._worker_metrics_example(),
                 ]
             )
         )
+
+    @staticmethod
+    def _worker_metrics_example() -> list[str]:
+        port = settings.FANOUT_METRICS_PORT
+        if not port:
+            return []
+        return [f"curl -s http://127.0.0.1:{port}/metrics | grep -E '^feed_fanout_(rows|events)_total'"]
