@@ -103,6 +103,8 @@ class DemoResult:
     follows_created: int = 0
     posts_created: int = 0
     posts_existing: int = 0
+    # Seconds spent per phase, in order.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def demo_username(seed: int, index: int, *, celebrities: int) -> str:
@@ -186,6 +188,13 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
     handed to the producer as each chunk commits, and flushed before this returns.
     """
     result = DemoResult()
+    started = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal started
+        result.seconds[name] = time.monotonic() - started
+        started = time.monotonic()
+
     ids = dict(User.objects.filter(username__in=plan.usernames).values_list("username", "pk"))
     missing = [name for name in plan.usernames if name not in ids]
     if missing:
@@ -202,6 +211,7 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
     tokens = [Token(key=Token.generate_key(), user_id=pk) for pk in result.user_ids if pk not in with_token]
     Token.objects.bulk_create(tokens, batch_size=BULK_BATCH, ignore_conflicts=True)
     result.tokens_created = len(tokens)
+    phase("accounts")
 
     # bulk_create sends no post_save, so these follows publish no events: the posts made
     # below reach these followers through the ordinary fan-out.
@@ -212,6 +222,7 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
             [Follow(follower_id=f, followee_id=e) for f, e in batch], ignore_conflicts=True
         )
     result.follows_created = Follow.objects.filter(follower_id__in=result.user_ids).count() - before
+    phase("follows")
 
     existing = Counter(Post.objects.filter(author_id__in=result.user_ids).values_list("author_id", "content"))
     todo = []
@@ -231,6 +242,7 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
             bar.update(len(chunk))
     result.posts_created = len(todo)
     producer_flush()
+    phase("posts")
     return result
 
 

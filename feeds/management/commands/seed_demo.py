@@ -1,6 +1,7 @@
 import argparse
 import functools
 import shlex
+import time
 from collections import Counter
 from typing import Any
 
@@ -66,6 +67,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        started = time.monotonic()
         try:
             plan = demo_plan(
                 users=options["users"],
@@ -83,9 +85,11 @@ class Command(BaseCommand):
                 f"no Kafka broker answers at {settings.KAFKA_BOOTSTRAP_SERVERS} ({exc}): start the "
                 "system first (make run)"
             ) from None
+        planned = time.monotonic() - started
         # Bars on a terminal only; plain summary lines go to stdout either way.
         progress = functools.partial(tqdm, disable=None, leave=False, file=self.stderr._out)
         result = demo_seed(plan, password=options["password"], progress=progress)
+        seconds = {"plan": planned, **result.seconds}
         degrees = Counter(followee for _, followee in plan.follows)
         self.stdout.write(
             f"users: {len(plan.usernames)} ({result.users_created} new), "
@@ -96,7 +100,9 @@ class Command(BaseCommand):
             f"posts: {len(plan.posts)} ({result.posts_created} new)"
         )
         if options["wait"]:
+            waited = time.monotonic()
             left = fanout_wait(group_id=settings.FANOUT_GROUP_ID, timeout=options["wait"], progress=progress)
+            seconds["fan-out wait"] = time.monotonic() - waited
             if left:
                 raise CommandError(
                     f"{left} events are not applied after {options['wait']} s: is the fan-out worker "
@@ -104,6 +110,7 @@ class Command(BaseCommand):
                     "fill once it runs."
                 )
             self.stdout.write("fan-out: every event applied; feeds are filled")
+        self.stdout.write("seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in seconds.items()))
         self._print_examples(plan, result, api=options["api_url"].rstrip("/"), password=options["password"])
 
     def _print_examples(self, plan: DemoPlan, result: DemoResult, *, api: str, password: str) -> None:
