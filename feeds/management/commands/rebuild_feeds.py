@@ -1,4 +1,3 @@
-import argparse
 import itertools
 import time
 from collections.abc import Iterator
@@ -12,18 +11,10 @@ from tqdm import tqdm
 
 from feeds.rebuild import CacheNotInvalidated, feeds_rebuild_batch
 from feeds.services import RebuildResult
+from feedsite.arguments import whole_number
 
 User = get_user_model()
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+POSITIVE = whole_number(1)
 
 
 def _in_thread(batch: list[int], dry_run: bool) -> RebuildResult:
@@ -42,15 +33,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
-            "--user", dest="users", type=_positive, nargs="+", action="extend", default=[], metavar="ID",
+            "--user", dest="users", type=POSITIVE, nargs="+", action="extend", default=[], metavar="ID",
             help="rebuild the feeds of these user ids",
         )  # fmt: skip
         parser.add_argument("--all", action="store_true", help="rebuild every user's feed")
         parser.add_argument(
-            "--concurrency", type=_positive, default=2, help="batches rebuilt at once (default 2)"
+            "--concurrency", type=POSITIVE, default=2, help="batches rebuilt at once (default 2)"
         )
         parser.add_argument(
-            "--batch-size", type=_positive, default=200, help="feeds per transaction (default 200)"
+            "--batch-size", type=POSITIVE, default=200, help="feeds per transaction (default 200)"
         )
         parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
 

@@ -1,4 +1,3 @@
-import argparse
 import functools
 import shlex
 import time
@@ -13,19 +12,7 @@ from tqdm import tqdm
 
 from consumers.topics import broker_ping
 from feeds.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
+from feedsite.arguments import whole_number
 
 
 class Command(BaseCommand):
@@ -36,21 +23,23 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--users", type=_count(2), default=1000, help="accounts (default 1000)")
+        parser.add_argument("--users", type=whole_number(2), default=1000, help="accounts (default 1000)")
         parser.add_argument(
             "--avg-follows",
-            type=_count(0),
+            type=whole_number(0),
             default=20,
             help="accounts each user follows on average (default 20)",
         )
-        parser.add_argument("--posts", type=_count(0), default=2000, help="posts to create (default 2000)")
+        parser.add_argument(
+            "--posts", type=whole_number(0), default=2000, help="posts to create (default 2000)"
+        )
         parser.add_argument(
             "--celebrities",
-            type=_count(0),
+            type=whole_number(0),
             default=3,
             help="accounts followed by a large share of all users (default 3)",
         )
-        parser.add_argument("--seed", type=_count(0), default=1, help="names the data set (default 1)")
+        parser.add_argument("--seed", type=whole_number(0), default=1, help="names the data set (default 1)")
         parser.add_argument(
             "--password",
             default="demo-passphrase",
@@ -58,7 +47,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--wait",
-            type=_count(0),
+            type=whole_number(0),
             default=120,
             help="seconds to wait for the fan-out worker to apply the posts; 0 does not wait (default 120)",
         )
