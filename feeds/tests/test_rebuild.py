@@ -251,6 +251,7 @@ def test_the_command_rebuilds_every_feed_with_threads(broken):
         ((), "give either --user ID ... or --all"),
         (("--all", "--user", "1"), "give either --user ID ... or --all"),
         (("--user", "424242"), "no such users: 424242"),
+        (("--user", str(2**64)), f"no such users: {2**64}"),
         (("--user", "x"), "'x' is not a whole number"),
         (("--all", "--concurrency", "0"), "must be at least 1, not 0"),
     ],

@@ -15,6 +15,7 @@ from feedsite.arguments import whole_number
 
 User = get_user_model()
 POSITIVE = whole_number(1)
+MAX_ID = 2**63 - 1
 
 
 def _in_thread(batch: list[int], dry_run: bool) -> RebuildResult:
@@ -53,7 +54,9 @@ class Command(BaseCommand):
             if options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
         if users:
-            known = set(User.objects.filter(pk__in=users).values_list("pk", flat=True))
+            # Ids beyond bigint cannot exist; PostgreSQL would refuse them as parameters.
+            possible = [pk for pk in users if pk <= MAX_ID]
+            known = set(User.objects.filter(pk__in=possible).values_list("pk", flat=True))
             unknown = sorted(set(users) - known)
             if unknown:
                 raise CommandError(f"no such users: {', '.join(map(str, unknown))}")
