@@ -102,7 +102,6 @@ class DemoResult:
     tokens_created: int = 0
     follows_created: int = 0
     posts_created: int = 0
-    posts_existing: int = 0
     # Seconds spent per phase, in order.
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -238,7 +237,6 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
         key = (result.user_ids[author], content)
         if existing[key]:
             existing[key] -= 1
-            result.posts_existing += 1
         else:
             todo.append(key)
     authors = User.objects.in_bulk({author for author, _ in todo})

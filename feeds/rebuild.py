@@ -14,6 +14,8 @@ from feeds.services import RebuildResult, feeds_rebuild
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 5
+# Feeds rebuilt per transaction unless told otherwise (rebuild_feeds, the admin action).
+BATCH_SIZE = 200
 
 
 class CacheNotInvalidated(Exception):

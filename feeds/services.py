@@ -260,9 +260,6 @@ REBUILD_TARGET = f"""
             )
             ORDER BY p.id DESC LIMIT %(entries)s
         ) AS t
-    ),
-    current AS (
-        SELECT f.user_id, f.post_id FROM {FeedEntry._meta.db_table} AS f WHERE f.user_id = ANY(%(users)s)
     )"""
 
 
@@ -292,6 +289,8 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
     params = {"users": users, "entries": settings.FEED_MAX_ENTRIES}
     if dry_run:
         sql = f"""WITH {REBUILD_TARGET},
+            current AS (SELECT f.user_id, f.post_id FROM {FeedEntry._meta.db_table} AS f
+                        WHERE f.user_id = ANY(%(users)s)),
             added AS (SELECT t.user_id FROM target AS t
                       WHERE NOT EXISTS (SELECT 1 FROM current AS c
                                         WHERE c.user_id = t.user_id AND c.post_id = t.post_id)),

@@ -43,10 +43,6 @@ def log_bind(**fields: object) -> None:
     _fields.set({**_fields.get(), **fields})
 
 
-def log_fields() -> dict[str, object]:
-    return dict(_fields.get())
-
-
 class ContextFilter(logging.Filter):
     """Copies the bound fields onto each record passing the handler."""
 

@@ -15,6 +15,8 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
+from consumers import handlers
+from consumers.events import POST_CREATED
 from consumers.topics import kafka_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +162,16 @@ def restart_redis() -> None:
         check=True,
         timeout=10,
     )
+
+
+def fail_post_created_on(monkeypatch: pytest.MonkeyPatch, post_id: int) -> None:
+    """Make the post.created handler raise ValueError on any run holding ``post_id``: a
+    handler bug, which no real input produces."""
+    real = handlers.HANDLERS[POST_CREATED]
+
+    def failing(events):
+        if any(e.payload.post_id == post_id for e in events):
+            raise ValueError("cannot handle this one")
+        return real(events)
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, failing)

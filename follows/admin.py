@@ -4,12 +4,10 @@ from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from feeds.rebuild import CacheNotInvalidated, feeds_rebuild_batch
+from feeds.rebuild import BATCH_SIZE, CacheNotInvalidated, feeds_rebuild_batch
 from follows.models import Follow
 
 User = get_user_model()
-# Feeds rebuilt per transaction, as rebuild_feeds does by default.
-REBUILD_BATCH = 200
 
 
 @admin.register(Follow)
@@ -52,9 +50,9 @@ class UserWithFollowsAdmin(UserAdmin):
         """What ``manage.py rebuild_feeds --user ...`` does, for the selected users."""
         ids = list(queryset.order_by("pk").values_list("pk", flat=True))
         added = removed = changed = stale = 0
-        for start in range(0, len(ids), REBUILD_BATCH):
+        for start in range(0, len(ids), BATCH_SIZE):
             try:
-                result = feeds_rebuild_batch(ids[start : start + REBUILD_BATCH])
+                result = feeds_rebuild_batch(ids[start : start + BATCH_SIZE])
             except CacheNotInvalidated:
                 stale += 1
                 continue

@@ -16,7 +16,7 @@ from consumers.models import DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds import cache
 from feeds.models import FeedEntry
-from feedsite.testing import drain, offsets_committed, topic_read
+from feedsite.testing import drain, fail_post_created_on, offsets_committed, topic_read
 from follows.models import Follow
 from posts.models import Post
 
@@ -128,14 +128,7 @@ def test_reprocessing_the_same_messages_changes_nothing(worker, settings, make_u
 def test_a_handler_failure_dead_letters_only_the_failing_event(worker, settings, make_user, monkeypatch):
     author = make_user()
     posts = [Post.objects.create(author=author, content=str(i)) for i in range(3)]
-    real = handlers.HANDLERS[POST_CREATED]
-
-    def fails_on_the_middle_post(events):
-        if any(e.payload.post_id == posts[1].pk for e in events):
-            raise ValueError("cannot handle this one")
-        return real(events)
-
-    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, fails_on_the_middle_post)
+    fail_post_created_on(monkeypatch, posts[1].pk)
     publish(settings, *(created(p) for p in posts))
 
     drain(worker, 3)

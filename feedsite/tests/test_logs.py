@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-from consumers import handlers
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
 from consumers.producer import message_publish, producer_flush
 from feedsite.logcontext import ConsoleFormatter, ContextFilter, JsonLineFormatter, log_bind, log_context
-from feedsite.testing import ROOT, drain
+from feedsite.testing import ROOT, drain, fail_post_created_on
 from posts.models import Post
 
 
@@ -110,14 +109,7 @@ def test_worker_lines_carry_the_batch_and_a_failing_events_id(
         event_build(event_type=POST_CREATED, payload=PostCreated(post_id=p.pk, author_id=author.pk))
         for p in posts
     ]
-    real = handlers.HANDLERS[POST_CREATED]
-
-    def fails_on_the_second(batch):
-        if any(e.payload.post_id == posts[1].pk for e in batch):
-            raise ValueError("cannot handle this one")
-        return real(batch)
-
-    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, fails_on_the_second)
+    fail_post_created_on(monkeypatch, posts[1].pk)
     for event in events:
         message_publish(topic=settings.FEED_EVENTS_TOPIC, key=str(author.pk), value=event_encode(event))
     assert producer_flush(10) == 0

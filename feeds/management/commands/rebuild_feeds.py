@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from tqdm import tqdm
 
-from feeds.rebuild import CacheNotInvalidated, feeds_rebuild_batch
+from feeds.rebuild import BATCH_SIZE, CacheNotInvalidated, feeds_rebuild_batch
 from feeds.services import RebuildResult
 from feedsite.arguments import whole_number
 
@@ -42,7 +42,10 @@ class Command(BaseCommand):
             "--concurrency", type=POSITIVE, default=2, help="batches rebuilt at once (default 2)"
         )
         parser.add_argument(
-            "--batch-size", type=POSITIVE, default=200, help="feeds per transaction (default 200)"
+            "--batch-size",
+            type=POSITIVE,
+            default=BATCH_SIZE,
+            help=f"feeds per transaction (default {BATCH_SIZE})",
         )
         parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
 
