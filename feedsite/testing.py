@@ -15,8 +15,6 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
-from consumers import handlers
-from consumers.events import POST_CREATED
 from consumers.topics import kafka_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +165,10 @@ def restart_redis() -> None:
 def fail_post_created_on(monkeypatch: pytest.MonkeyPatch, post_id: int) -> None:
     """Make the post.created handler raise ValueError on any run holding ``post_id``: a
     handler bug, which no real input produces."""
+    # Here, not at the top: scripts import this module before Django is set up.
+    from consumers import handlers
+    from consumers.events import POST_CREATED
+
     real = handlers.HANDLERS[POST_CREATED]
 
     def failing(events):
