@@ -169,6 +169,28 @@ def test_bad_input_is_400_with_a_field_message(make_user, client_for, path, body
         assert field in response.json()
 
 
+NESTED_BODIES = {
+    # About 40 KB, under the body limit, far past what the JSON decoder can recurse into.
+    "arrays": "[" * 20_000 + "]" * 20_000,
+    "objects": '{"a":' * 8_000 + "1" + "}" * 8_000,
+    # Shallow enough to decode, deeper than any request of this API.
+    "moderate": '{"content": ' + "[" * 200 + "]" * 200 + "}",
+}
+
+
+@pytest.mark.parametrize("path", ["/posts", "/follow", "/users"])
+@pytest.mark.parametrize("nesting", NESTED_BODIES)
+def test_deeply_nested_json_is_400_without_a_traceback(make_user, client_for, caplog, path, nesting):
+    client = APIClient() if path == "/users" else client_for(make_user())
+
+    response = client.post(path, NESTED_BODIES[nesting], content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"detail": "JSON parse error - nested deeper than 32 levels."}
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert Post.objects.count() == 0
+
+
 @pytest.mark.parametrize("path", ["/nothing-here", "/posts/0", "/feeds/-1", "/follow/999999999999999999999"])
 def test_unknown_urls_are_json_404s(make_user, client_for, path):
     response = client_for(make_user()).get(path)
