@@ -16,6 +16,10 @@ class UserCreateSerializer(serializers.Serializer):
     password = StrictCharField(max_length=128, trim_whitespace=False)
 
     def validate_username(self, value: str) -> str:
+        # The name is stored NFKC-normalised (create_user does it), so it is checked in that
+        # form: "\uff42ob" is "bob". Names equal ignoring case are one name; a unique index
+        # on UPPER(username) settles two signups that pass this check at once.
+        value = User.normalize_username(value)
         field = User._meta.get_field(User.USERNAME_FIELD)
         try:
             field.run_validators(value)

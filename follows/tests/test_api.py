@@ -1,8 +1,10 @@
 import pytest
 from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from follows.models import Follow
+from follows.serializers import UserCreateSerializer
 
 User = get_user_model()
 pytestmark = pytest.mark.django_db
@@ -48,6 +50,52 @@ def test_create_user_rejects_a_taken_username_in_any_case(make_user):
     assert response.status_code == 400
     assert "username" in response.json()
     assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("taken", "requested"),
+    [("Bob", "\uff42ob"), ("bob", "\uff22\uff2f\uff22"), ("\u00c9mile", "e\u0301mile"), ("\ufb01le", "FILE")],
+)
+def test_create_user_rejects_a_name_equal_to_a_taken_one_once_normalised(make_user, taken, requested):
+    make_user(taken)
+
+    response = APIClient().post("/users", {"username": requested, "password": "pw-Secret-123"}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json() == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+
+
+def test_create_user_stores_the_normalised_name():
+    fullwidth_a = "\uff41"
+
+    response = APIClient().post(
+        "/users", {"username": f"{fullwidth_a}da", "password": "pw-Secret-123"}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.json()["username"] == "ada"
+    assert User.objects.get().username == "ada"
+
+
+@pytest.mark.parametrize("rival", ["Ada", "ada", "\uff41DA"])
+def test_of_two_concurrent_signups_of_one_name_the_second_is_a_400(monkeypatch, rival):
+    check = UserCreateSerializer.validate_username
+
+    def check_then_rival_signs_up(self, value):
+        checked = check(self, value)
+        # The rival's account commits after this request's check and before its insert.
+        User.objects.create_user(username=rival, password="pw-Secret-456")
+        return checked
+
+    monkeypatch.setattr(UserCreateSerializer, "validate_username", check_then_rival_signs_up)
+
+    response = APIClient().post("/users", {"username": "Ada", "password": "pw-Secret-123"}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json() == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+    assert not Token.objects.exists()
 
 
 def test_create_user_rejects_malformed_json():
