@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from feeds.cache import page_body
 from feedsite import metrics
-from feedsite.cache_keys import auth_token_key, feed_generation_key, feed_page_key
+from feedsite.cache_keys import auth_epoch_key, auth_token_key, feed_generation_key, feed_page_key
 from feedsite.logcontext import REQUEST_ID_HEADER, request_id_of
 from feedsite.urls import IdConverter
 
@@ -125,13 +125,20 @@ class CachedFeedPages:
             return None  # Django redirects to HTTPS, or answers 400.
         user_id = match[1]
         try:
-            owner, generation, page = self.redis.mget(
-                auth_token_key(token), feed_generation_key(int(user_id)), feed_page_key(int(user_id))
+            owner, epoch, generation, page = self.redis.mget(
+                auth_token_key(token),
+                auth_epoch_key(int(user_id)),
+                feed_generation_key(int(user_id)),
+                feed_page_key(int(user_id)),
             )
         except RedisError:
             logger.warning("feed cache unavailable; answering the slow way")
             return None
-        # The token cache holds "<user id>:..." of active users only (follows.authentication).
-        if owner is None or owner.partition(b":")[0] != user_id.encode():
+        # The token cache holds "<user id>:<epoch>:..." of active users only, valid while
+        # the epoch is the user's current one (follows.authentication).
+        if owner is None or epoch is None:
+            return None
+        owner_id, _, rest = owner.partition(b":")
+        if owner_id != user_id.encode() or rest.partition(b":")[0] != epoch:
             return None
         return page_body(page, generation)

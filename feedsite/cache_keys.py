@@ -18,8 +18,22 @@ def feed_generation_key(user_id: int) -> str:
 
 
 def auth_token_key(token: str) -> str:
-    """The user an API token belongs to."""
-    return f"{_prefix()}:auth:token:{token}"
+    """The user an API token belongs to, with the user's token epoch when it was read.
+
+    Named anew when the epoch joined the value, so that a release before it, running
+    beside this one during a deploy, never reads this layout as its own.
+    """
+    return f"{_prefix()}:auth:token2:{token}"
+
+
+def auth_epoch_key_prefix() -> str:
+    """auth_epoch_key without the user id, for the Lua script that appends it."""
+    return f"{_prefix()}:auth:epoch:"
+
+
+def auth_epoch_key(user_id: int | str) -> str:
+    """A random value per user; a cached token lookup holds only while it is unchanged."""
+    return f"{auth_epoch_key_prefix()}{user_id}"
 
 
 def throttle_key(scope: str, ident: str) -> str:

@@ -23,6 +23,11 @@ class FollowsConfig(AppConfig):
             dispatch_uid="follows.forget_cached_tokens_of_user",
         )
         post_save.connect(
+            receivers.revoke_tokens_on_password_change,
+            sender=get_user_model(),
+            dispatch_uid="follows.revoke_tokens_on_password_change",
+        )
+        post_save.connect(
             receivers.announce_follow_created, sender=Follow, dispatch_uid="follows.announce_follow_created"
         )
         post_delete.connect(

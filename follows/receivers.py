@@ -1,6 +1,7 @@
 """Keep the token cache honest, and announce follow changes as events.
 
-A deleted token or a changed user is looked up afresh. Follow events are stored in the
+A deleted token or a changed user is looked up afresh; a changed password revokes the
+user's tokens. Follow events are stored in the
 outbox in the transaction of the change and keyed by the follower, so that a follow and
 an unfollow by the same person reach the worker in order.
 """
@@ -9,18 +10,18 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 
 from consumers.events import FOLLOW_CREATED, FOLLOW_DELETED, FollowChanged, event_build
 from consumers.outbox import outbox_enqueue
-from feedsite.cache_keys import auth_token_key
+from follows.authentication import cached_tokens_forget
 from follows.models import Follow
+from follows.services import user_tokens_revoke
 
 
 def forget_cached_token(sender: type[Token], instance: Token, **kwargs: Any) -> None:
-    key = auth_token_key(instance.key)
-    transaction.on_commit(lambda: get_redis_connection("default").delete(key))
+    user_id, key = instance.user_id, instance.key
+    transaction.on_commit(lambda: cached_tokens_forget(user_ids=[user_id], token_keys=[key]))
 
 
 def forget_cached_tokens_of_user(
@@ -28,9 +29,17 @@ def forget_cached_tokens_of_user(
 ) -> None:
     if created or kwargs.get("raw"):
         return
-    keys = [auth_token_key(k) for k in Token.objects.filter(user=instance).values_list("key", flat=True)]
-    if keys:
-        transaction.on_commit(lambda: get_redis_connection("default").delete(*keys))
+    user_id = instance.pk
+    transaction.on_commit(lambda: cached_tokens_forget(user_ids=[user_id]))
+
+
+def revoke_tokens_on_password_change(
+    sender: type[AbstractBaseUser], instance: AbstractBaseUser, created: bool, **kwargs: Any
+) -> None:
+    # set_password() leaves the new raw password in _password until the save is done, the
+    # same mark Django's password_changed() hooks go by; a hash upgrade on login does not.
+    if not created and not kwargs.get("raw") and getattr(instance, "_password", None) is not None:
+        user_tokens_revoke(user=instance)
 
 
 def announce_follow_created(sender: type[Follow], instance: Follow, created: bool, **kwargs: Any) -> None:

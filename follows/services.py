@@ -1,8 +1,11 @@
+from collections.abc import Iterable
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
+from follows.authentication import cached_tokens_forget
 from follows.models import Follow
 
 User = get_user_model()
@@ -22,6 +25,25 @@ def user_create(*, username: str, password: str) -> tuple[AbstractBaseUser, Toke
     user = User.objects.create_user(username=username, password=password)
     token = Token.objects.create(user=user)
     return user, token
+
+
+@transaction.atomic
+def user_deactivate(*, user_ids: Iterable[int]) -> int:
+    """Deactivate these users and drop their cached token lookups once that commits.
+
+    Use it rather than ``User.objects.filter(...).update(is_active=False)``: a bulk update
+    sends no signal, so its users' cached tokens keep working for up to
+    AUTH_TOKEN_CACHE_TTL seconds. Returns how many users matched.
+    """
+    user_ids = list(user_ids)
+    deactivated = User.objects.filter(pk__in=user_ids).update(is_active=False)
+    transaction.on_commit(lambda: cached_tokens_forget(user_ids=user_ids))
+    return deactivated
+
+
+def user_tokens_revoke(*, user: AbstractBaseUser) -> None:
+    """Delete the user's API tokens; the user gets a new one from POST /auth/token."""
+    Token.objects.filter(user=user).delete()
 
 
 def token_get_or_create(*, user: AbstractBaseUser) -> Token:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.test import RequestFactory
 from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
@@ -204,6 +204,33 @@ def test_a_deactivated_users_token_is_refused_at_once(
         ada.save()
 
     assert server.get(f"/feeds/{ada.pk}", token=token_of(ada)).status == 401
+
+
+@pytest.mark.parametrize("after_read", [1, 2])
+def test_a_deactivation_during_the_lookup_that_cached_the_token_is_not_served_over(
+    ada, token_of, server, django_capture_on_commit_callbacks, after_read
+):
+    token, reads = token_of(ada), []
+
+    def deactivate_after_a_token_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "authtoken_token" in sql and len(reads) < after_read:
+            reads.append(sql)
+            if len(reads) == after_read:
+                # Commits, with its on-commit effects, before the lookup writes the cache.
+                with django_capture_on_commit_callbacks(execute=True):
+                    ada.is_active = False
+                    ada.save()
+        return result
+
+    with connection.execute_wrapper(deactivate_after_a_token_read):
+        server.get(f"/feeds/{ada.pk}", token=token)  # renders the page, caches the lookup
+    assert len(reads) == after_read
+
+    answer = server.get(f"/feeds/{ada.pk}", token=token)
+
+    assert answer.status == 401
+    assert not answer.fast
 
 
 def test_queries_other_methods_and_stale_pages_go_to_django(ada, token_of, server):

@@ -215,7 +215,8 @@ FEED_BACKFILL_LIMIT = env.int("FEED_BACKFILL_LIMIT", default=200)
 FEED_MAX_ENTRIES = env.int("FEED_MAX_ENTRIES", default=800)
 # Seconds between the worker's trims of the feeds that grew. Default: 10.
 FEED_TRIM_INTERVAL = env.float("FEED_TRIM_INTERVAL", default=10.0)
-# Seconds an API token lookup is cached in Redis. Default: 300.
+# Seconds an API token lookup is cached in Redis, and so the longest a bulk is_active update
+# (which sends no signal) goes unseen. Default: 300.
 AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)
 
 # --- API ---------------------------------------------------------------------------------
