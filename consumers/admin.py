@@ -6,6 +6,7 @@ from django.utils.html import format_html
 from consumers.deadletters import dead_letters_discard, dead_letters_replay
 from consumers.models import DeadLetter
 from consumers.producer import DeliveryFailed
+from feedsite.adminlog import admin_log
 
 
 @admin.register(DeadLetter)
@@ -50,16 +51,26 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def traceback_display(self, obj: DeadLetter) -> str:
         return format_html("<pre>{}</pre>", obj.traceback)
 
-    @admin.action(description="Replay to the original topic", permissions=["view"])
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("consumers.replay_deadletter")
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("consumers.discard_deadletter")
+
+    @admin.action(description="Replay to the original topic", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        dead_letters = list(queryset)
         try:
-            count = dead_letters_replay(dead_letters=list(queryset))
+            count = dead_letters_replay(dead_letters=dead_letters)
         except DeliveryFailed as exc:
             self.message_user(request, f"Nothing replayed: {exc}", messages.ERROR)
             return
+        admin_log(request, dead_letters, "Replayed to the original topic.")
         self.message_user(request, f"Replayed {count} dead letters.", messages.SUCCESS)
 
-    @admin.action(description="Discard", permissions=["view"])
+    @admin.action(description="Discard", permissions=["discard"])
     def discard(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        count = dead_letters_discard(dead_letters=list(queryset))
+        dead_letters = list(queryset)
+        count = dead_letters_discard(dead_letters=dead_letters)
+        admin_log(request, dead_letters, "Discarded.")
         self.message_user(request, f"Discarded {count} dead letters.", messages.SUCCESS)

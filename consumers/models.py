@@ -27,6 +27,11 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-failed_at", "-id"]
+        # Beyond view: what the admin's actions need, each its own.
+        permissions = [
+            ("replay_deadletter", "Can replay dead letters to their original topic"),
+            ("discard_deadletter", "Can discard dead letters"),
+        ]
         constraints = [
             # A message re-read after a crash is dead-lettered once, not twice.
             models.UniqueConstraint(

@@ -21,6 +21,8 @@ class FeedEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "feed entries"
+        # The user admin's "Rebuild feeds" action.
+        permissions = [("rebuild_feeds", "Can rebuild users' feeds")]
 
     def __str__(self) -> str:
         return f"post {self.post_id} in the feed of {self.user_id}"

@@ -1,14 +1,18 @@
 import json
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
 from consumers.models import DeadLetter, OutboxMessage
-from feeds.models import PulledAuthor
+from feeds.models import FeedEntry, PulledAuthor
 from feedsite.testing import topic_read
 from follows.models import Follow
 from posts.models import Post
+
+User = get_user_model()
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +111,119 @@ def test_pulled_authors_are_listed_read_only(staff_client, make_user):
 
     assert b"star" in page.content
     assert staff_client.get("/admin/feeds/pulledauthor/add/").status_code == 403
+
+
+def staff_with(make_user, *codenames: str) -> Client:
+    """A client logged in as a staff user who holds exactly these permissions."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user(is_staff=True)
+    for codename in codenames:
+        app_label, _, name = codename.partition(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=name))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("action", ["replay", "discard"])
+def test_a_staff_user_who_may_only_view_dead_letters_cannot_replay_or_discard(make_user, dead_letter, action):
+    client = staff_with(make_user, "consumers.view_deadletter")
+
+    page = client.get("/admin/consumers/deadletter/")
+    refused = client.post(
+        "/admin/consumers/deadletter/", {"action": action, "_selected_action": [dead_letter.pk]}, follow=True
+    )
+
+    assert page.status_code == 200
+    assert f'value="{action}"'.encode() not in page.content, "the action is offered"
+    assert refused.status_code == 200
+    assert b"dead letters." not in refused.content, "the action ran"
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.PENDING
+    assert not LogEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("action", "permission", "status", "message"),
+    [
+        ("replay", "consumers.replay_deadletter", DeadLetter.Status.REPLAYED, "Replayed"),
+        ("discard", "consumers.discard_deadletter", DeadLetter.Status.DISCARDED, "Discarded"),
+    ],
+)
+def test_replay_and_discard_each_need_their_permission_and_are_logged(
+    make_user, dead_letter, settings, action, permission, status, message
+):
+    other = DeadLetter.objects.create(
+        **{
+            f.attname: getattr(dead_letter, f.attname)
+            for f in DeadLetter._meta.concrete_fields
+            if f.attname != "id"
+        }
+        | {"offset": 8}
+    )
+    # The other action's permission does not grant this one.
+    wrong = "consumers.discard_deadletter" if action == "replay" else "consumers.replay_deadletter"
+    assert (
+        b"No action selected."
+        in staff_with(make_user, "consumers.view_deadletter", wrong)
+        .post(
+            "/admin/consumers/deadletter/",
+            {"action": action, "_selected_action": [dead_letter.pk]},
+            follow=True,
+        )
+        .content
+    )
+    client = staff_with(make_user, "consumers.view_deadletter", permission)
+
+    page = client.get("/admin/consumers/deadletter/")
+    response = client.post(
+        "/admin/consumers/deadletter/",
+        {"action": action, "_selected_action": [dead_letter.pk, other.pk]},
+        follow=True,
+    )
+
+    assert f'value="{action}"'.encode() in page.content
+    assert f"{message} 2 dead letters.".encode() in response.content
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {status}
+    entries = LogEntry.objects.order_by("object_id")
+    assert [e.object_id for e in entries] == sorted([str(dead_letter.pk), str(other.pk)])
+    for entry in entries:
+        assert entry.user_id == response.wsgi_request.user.pk
+        assert entry.content_type.model_class() is DeadLetter
+        assert entry.action_flag == CHANGE
+        assert message in entry.get_change_message()
+        assert entry.action_time is not None
+
+
+def test_rebuilding_feeds_needs_its_permission_and_is_logged(make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    # A stray entry: Ada does not follow Bob, so a rebuild removes it.
+    stray = FeedEntry.objects.create(user=ada, post=Post.objects.create(author=bob, content="x"))
+    only_view = staff_with(make_user, "auth.view_user")
+    allowed = staff_with(make_user, "auth.view_user", "feeds.rebuild_feeds")
+
+    page = only_view.get("/admin/auth/user/")
+    refused = only_view.post(
+        "/admin/auth/user/", {"action": "rebuild_feeds", "_selected_action": [ada.pk]}, follow=True
+    )
+    assert page.status_code == 200
+    assert b'value="rebuild_feeds"' not in page.content, "the action is offered"
+    assert refused.status_code == 200
+    assert b"Rebuilt" not in refused.content, "the action ran"
+    assert FeedEntry.objects.filter(pk=stray.pk).exists()
+    assert not LogEntry.objects.exists()
+
+    response = allowed.post(
+        "/admin/auth/user/", {"action": "rebuild_feeds", "_selected_action": [ada.pk, bob.pk]}, follow=True
+    )
+
+    assert b"Rebuilt 2 feeds" in response.content
+    assert not FeedEntry.objects.filter(pk=stray.pk).exists()
+    entries = LogEntry.objects.order_by("object_id")
+    assert [e.object_id for e in entries] == sorted([str(ada.pk), str(bob.pk)])
+    for entry in entries:
+        assert entry.user_id == response.wsgi_request.user.pk
+        assert entry.content_type.model_class() is User
+        assert entry.action_flag == CHANGE
+        assert "Rebuilt the feed" in entry.get_change_message()
