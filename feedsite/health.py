@@ -1,13 +1,26 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the metrics export: what anonymous callers may see.
 
+They answer anyone, so they say only names and states; why a dependency is down goes to
+the log, and the metrics go only to the networks in METRICS_ALLOWED_NETWORKS.
+"""
+
+import functools
+import ipaddress
+import logging
+
+from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from django_prometheus.exports import ExportToDjangoView
 from django_redis import get_redis_connection
+from rest_framework.throttling import BaseThrottle
 
 from consumers.producer import producer_get
 from feedsite import metrics
+
+logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
 
@@ -45,8 +58,39 @@ def readyz(request: HttpRequest) -> JsonResponse:
             check()
             results[name] = "ok"
         except Exception as exc:
-            results[name] = f"down: {type(exc).__name__}: {exc}"[:300]
+            # Exception text names hosts, ports and users: for the log, not for anyone asking.
+            logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+            results[name] = "down"
         metrics.DEPENDENCY_UP.labels(name).set(1 if results[name] == "ok" else 0)
     down = [name for name, result in results.items() if result != "ok"]
     body = {"status": "ready" if not down else "unavailable", "down": down, "checks": results}
     return JsonResponse(body, status=503 if down else 200)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(network) for network in allowed)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address as the throttles see it: the socket's, or the one the trusted
+    proxies (REST_FRAMEWORK["NUM_PROXIES"]) put in X-Forwarded-For."""
+    return BaseThrottle().get_ident(request)
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip(request).strip())
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_NETWORKS)))
+
+
+@csrf_exempt
+@require_GET
+def metrics_export(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for METRICS_ALLOWED_NETWORKS only; others get the 404 of a URL
+    that does not exist."""
+    if not metrics_allowed(request):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return ExportToDjangoView(request)

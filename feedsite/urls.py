@@ -1,12 +1,9 @@
 from django.contrib import admin
 from django.urls import path, register_converter
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
-from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from feeds.views import FeedView
-from feedsite.health import healthz, readyz
+from feedsite.health import healthz, metrics_export, readyz
 from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
 from posts.views import PostCreateView, PostDetailView
 
@@ -33,7 +30,7 @@ urlpatterns = [
     path("follow", FollowCreateView.as_view(), name="follow-create"),
     path("follow/<id:followee_id>", FollowDeleteView.as_view(), name="follow-delete"),
     path("feeds/<id:user_id>", FeedView.as_view(), name="feed"),
-    path("metrics", csrf_exempt(require_GET(ExportToDjangoView)), name="metrics"),
+    path("metrics", metrics_export, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),

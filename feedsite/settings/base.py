@@ -4,6 +4,7 @@ Every value comes from the environment (read here and nowhere else) with a defau
 works against the local services. Production differs only by environment.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -196,6 +197,16 @@ FANOUT_SHUTDOWN_TIMEOUT = env.int("FANOUT_SHUTDOWN_TIMEOUT", default=30)
 FANOUT_METRICS_PORT = env.int("FANOUT_METRICS_PORT", default=9101)
 # Address the worker's and the relay's metrics servers bind to. Default: 127.0.0.1.
 METRICS_HOST = env.str("METRICS_HOST", default="127.0.0.1")
+# Comma-separated networks (CIDR) whose clients may GET the API's /metrics; others get 404,
+# and an empty list hides it from everyone. Default: 127.0.0.1/32,::1/128 (the host itself).
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS holds {_network!r}, not a network like 10.0.0.0/8."
+        ) from None
 
 # --- Posts and feeds ---------------------------------------------------------------------
 
@@ -296,18 +307,26 @@ SPECTACULAR_SETTINGS = {
                             }
                         },
                     }
-                    for code, description in [("200", "Ready."), ("503", "A dependency is down; see down.")]
+                    for code, description in [
+                        ("200", "Ready."),
+                        ("503", 'A dependency is down; see down. Each check is "ok" or "down".'),
+                    ]
                 },
             }
         },
         "/metrics": {
             "get": {
                 "operationId": "metrics",
-                "summary": "Prometheus metrics of the API processes.",
+                "summary": "Prometheus metrics of the API processes, for METRICS_ALLOWED_NETWORKS only "
+                "(404 for other clients).",
                 "tags": ["operations"],
                 "security": [],
                 "responses": {
-                    "200": {"description": "Prometheus text format.", "content": {"text/plain": {}}}
+                    "200": {"description": "Prometheus text format.", "content": {"text/plain": {}}},
+                    "404": {
+                        "description": "The client is not in METRICS_ALLOWED_NETWORKS.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
                 },
             }
         },

@@ -1,5 +1,6 @@
 """docker-compose.yml cannot run here, so check that it agrees with the code and settings."""
 
+import ipaddress
 import re
 import subprocess
 import sys
@@ -99,6 +100,22 @@ def test_commands_ports_and_scrape_targets_agree(services):
     relay_env = env_of(services["relay"])
     assert targets["relay"] == [f"relay:{relay_env['OUTBOX_RELAY_METRICS_PORT']}"]
     assert relay_env["METRICS_HOST"] == "0.0.0.0"
+
+
+def test_prometheus_in_compose_may_scrape_the_api(services):
+    """The API serves /metrics only to METRICS_ALLOWED_NETWORKS. Compose gives its network
+    a subnet from Docker's default address pools, so those must be allowed; the port is
+    published on the host's loopback only, so nothing beyond the host reaches it."""
+    allowed = [
+        ipaddress.ip_network(n) for n in env_of(services["api"])["METRICS_ALLOWED_NETWORKS"].split(",")
+    ]
+    docker_default_pools = [ipaddress.ip_network("172.17.0.0/16"), ipaddress.ip_network("192.168.0.0/16")]
+    docker_default_pools += [ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(18, 32)]
+    for pool in docker_default_pools:
+        assert any(pool.subnet_of(network) for network in allowed if network.version == 4), pool
+    assert ipaddress.ip_network("127.0.0.1/32") in allowed
+    assert not any(ipaddress.ip_address("8.8.8.8") in network for network in allowed)
+    assert all(port.startswith("127.0.0.1:") for port in services["api"]["ports"])
 
 
 def test_the_app_environment_loads_as_settings(services, tmp_path):

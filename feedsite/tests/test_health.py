@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
@@ -47,6 +49,7 @@ def test_readyz_names_redis_when_it_is_down(settings):
 
     assert response.status_code == 503
     assert response.json()["down"] == ["redis"]
+    assert response.json()["checks"] == {"database": "ok", "redis": "down", "kafka": "ok"}
     up = {name: REGISTRY.get_sample_value("feed_dependency_up", {"dependency": name}) for name in CHECKS}
     assert up == {"database": 1.0, "redis": 0.0, "kafka": 1.0}
 
@@ -81,3 +84,54 @@ def test_a_database_outage_is_a_503_not_a_500(make_user, client_for, monkeypatch
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
     assert "detail" in response.json()
+
+
+def test_readyz_tells_anonymous_callers_states_only_and_logs_the_details(settings, caplog):
+    port = free_port()
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+
+    with caplog.at_level(logging.WARNING, logger="feedsite"):
+        response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "down": ["redis"],
+        "checks": {"database": "ok", "redis": "down", "kafka": "ok"},
+    }
+    assert str(port) not in response.content.decode()
+    [record] = [r for r in caplog.records if r.name == "feedsite.health"]
+    assert "redis" in record.getMessage()
+    assert str(port) in record.getMessage(), "the log keeps the reason"
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed", "status"),
+    [
+        ("127.0.0.1", "127.0.0.1/32,::1/128", 200),
+        ("::1", "127.0.0.1/32,::1/128", 200),
+        ("203.0.113.9", "127.0.0.1/32,::1/128", 404),
+        ("10.1.2.3", "10.0.0.0/8", 200),
+        ("127.0.0.1", "10.0.0.0/8", 404),
+        ("127.0.0.1", "", 404),
+    ],
+)
+def test_metrics_are_served_only_to_allowed_networks(settings, address, allowed, status):
+    settings.METRICS_ALLOWED_NETWORKS = [n for n in allowed.split(",") if n]
+
+    response = Client(REMOTE_ADDR=address).get("/metrics")
+
+    assert response.status_code == status
+    if status == 404:
+        assert response.json() == {"detail": "Not found."}
+        assert b"feed_" not in response.content
+    else:
+        assert b"feed_posts_created_total" in response.content
+
+
+def test_a_forged_forwarded_for_does_not_reach_the_metrics(settings):
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+
+    response = Client(REMOTE_ADDR="203.0.113.9").get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1")
+
+    assert response.status_code == 404
