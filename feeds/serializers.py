@@ -19,6 +19,14 @@ class FeedQuerySerializer(serializers.Serializer):
         except InvalidCursor as exc:
             raise serializers.ValidationError(str(exc)) from None
 
+    def validate(self, attrs: dict) -> dict:
+        # A parameter the API does not know is a mistake, and would otherwise make a first
+        # page the cache cannot answer (the fast path answers only a bare URL).
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown query parameter."] for name in unknown})
+        return attrs
+
 
 class FeedPageSerializer(serializers.Serializer):
     """The shape of a feed page; documents the API."""

@@ -7,15 +7,25 @@ from rest_framework.views import APIView
 
 from feeds.selectors import feed_page
 from feeds.serializers import FeedPageSerializer, FeedQuerySerializer
-from feedsite.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED
+from feedsite.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, UNAUTHENTICATED
+from feedsite.throttling import FeedReadThrottle
 
 User = get_user_model()
 
 
 class FeedView(APIView):
+    throttle_classes = [FeedReadThrottle]
+
     @extend_schema(
         parameters=[FeedQuerySerializer],
-        responses={200: FeedPageSerializer, **BAD_INPUT, **UNAUTHENTICATED, **FORBIDDEN, **NOT_FOUND},
+        responses={
+            200: FeedPageSerializer,
+            **BAD_INPUT,
+            **UNAUTHENTICATED,
+            **FORBIDDEN,
+            **NOT_FOUND,
+            **THROTTLED,
+        },
         summary="Read a home feed, newest first; pass next_cursor back as cursor for older posts.",
     )
     def get(self, request: Request, user_id: int) -> HttpResponse:

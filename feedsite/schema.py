@@ -15,6 +15,11 @@ FieldErrors = OpenApiResponse(
 
 UNAUTHENTICATED = {401: OpenApiResponse(Detail, description="Missing or invalid token.")}
 THROTTLED = {429: OpenApiResponse(Detail, description="Rate limit reached; see Retry-After.")}
+UNAVAILABLE = {
+    503: OpenApiResponse(
+        Detail, description="The rate limit could not be checked (Redis down); see Retry-After."
+    )
+}
 TOO_LARGE = {413: OpenApiResponse(Detail, description="Body larger than the configured limit.")}
 NOT_FOUND = {404: OpenApiResponse(Detail, description="No such object.")}
 FORBIDDEN = {403: OpenApiResponse(Detail, description="Not allowed for this user.")}

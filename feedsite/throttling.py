@@ -4,14 +4,24 @@ Each limit is a generic cell rate algorithm (GCRA) run atomically in Redis: one 
 client and scope holds the time at which the client's allowance is next fully used.
 A rate of ``N/period`` allows a burst of N and then one request per ``period/N``. A
 refused request consumes nothing, and its Retry-After is exact.
+
+While Redis is unreachable, most limits let requests through: they protect the service,
+and an outage of their store must not take it down. Limits on password checks (token
+requests, admin logins) fail closed instead, with a 503 and Retry-After: unlimited
+password guessing is worse than a short outage of logins.
 """
 
 import functools
+import hashlib
 import logging
+import unicodedata
+from collections.abc import Mapping
 
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
+from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
@@ -21,6 +31,9 @@ from feedsite.cache_keys import throttle_key
 logger = logging.getLogger(__name__)
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# Seconds a client is told to wait while the throttle store of a fail-closed limit is down.
+STORE_DOWN_RETRY_AFTER = 5
 
 # KEYS[1]: the client's key. ARGV: period in microseconds, burst size.
 # Returns 0 when allowed, else the microseconds until the next request would be.
@@ -56,34 +69,70 @@ def rate_parse(rate: str) -> tuple[int, int]:
     return int(count), PERIODS[period[0]]
 
 
+class ThrottleStoreUnavailable(APIException):
+    """A fail-closed limit could not be checked: refused, and the client told to come back."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Service temporarily unavailable; try again shortly."
+    default_code = "unavailable"
+    wait = STORE_DOWN_RETRY_AFTER
+
+
+def rate_wait(scope: str, ident: str) -> float | None:
+    """Take one request from the client's allowance in ``scope`` (API_THROTTLE_RATES).
+
+    Returns None if allowed (or the scope has no rate), else the seconds until the next
+    request would be. Raises RedisError when the store is unreachable: the caller decides
+    whether that fails open or closed.
+    """
+    rate = settings.API_THROTTLE_RATES.get(scope)
+    if not rate:
+        return None
+    count, period = rate_parse(rate)
+    wait_us = _gcra(get_redis_connection("default"))(
+        keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count]
+    )
+    return wait_us / 1_000_000 if wait_us else None
+
+
+def account_ident(username: str) -> str:
+    """The client key of the account a login names: normalised as Django normalises
+    usernames, stripped and case-folded so that variants of one name share one allowance,
+    and hashed so that any input makes a short key."""
+    name = unicodedata.normalize("NFKC", username).strip().casefold()
+    return "account:" + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
 class RedisRateThrottle(BaseThrottle):
     """A DRF throttle for one scope of ``API_THROTTLE_RATES``. Subclasses pick the client."""
 
     scope = ""
+    # True: refuse (503) while Redis is unreachable, instead of letting requests through.
+    fail_closed = False
 
     def __init__(self) -> None:
         self.retry_after: float | None = None
 
-    def ident(self, request: Request) -> str:
+    def ident(self, request: Request) -> str | None:
+        """The client's key in this scope; None leaves the request out of this limit."""
         raise NotImplementedError
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        rate = settings.API_THROTTLE_RATES.get(self.scope)
-        if not rate:
+        if not settings.API_THROTTLE_RATES.get(self.scope):
             return True
-        count, period = rate_parse(rate)
+        ident = self.ident(request)
+        if ident is None:
+            return True
         try:
-            wait_us = _gcra(get_redis_connection("default"))(
-                keys=[throttle_key(self.scope, self.ident(request))], args=[period * 1_000_000, count]
-            )
+            self.retry_after = rate_wait(self.scope, ident)
         except RedisError:
+            if self.fail_closed:
+                logger.error("throttle store unavailable; %s refused", self.scope)
+                raise ThrottleStoreUnavailable() from None
             # Rate limits protect the service; an outage of their store must not take it down.
             logger.warning("throttle store unavailable; %s not limited", self.scope)
             return True
-        if wait_us:
-            self.retry_after = wait_us / 1_000_000
-            return False
-        return True
+        return self.retry_after is None
 
     def wait(self) -> float | None:
         return self.retry_after
@@ -107,9 +156,37 @@ class PostCreateThrottle(UserRateThrottle):
     scope = "posts"
 
 
+class FollowCreateThrottle(UserRateThrottle):
+    """Each follow copies up to FEED_BACKFILL_LIMIT posts into the follower's feed."""
+
+    scope = "follow"
+
+
+class FeedReadThrottle(UserRateThrottle):
+    """Feed reads that reach Django: the fast path answers cached first pages before
+    this runs, so a cache hit never pays for the limit."""
+
+    scope = "feeds"
+
+
 class SignupThrottle(ClientIPRateThrottle):
     scope = "signup"
 
 
 class TokenThrottle(ClientIPRateThrottle):
     scope = "token"
+    fail_closed = True
+
+
+class AccountLoginThrottle(RedisRateThrottle):
+    """Password checks against one account, from any address: shared by the token
+    endpoint and the admin login, so neither adds to the other's guesses."""
+
+    scope = "account_login"
+    fail_closed = True
+
+    def ident(self, request: Request) -> str | None:
+        data = request.data
+        username = data.get("username") if isinstance(data, Mapping) else None
+        # Without a username there is no password check to limit: the request is a 400.
+        return account_ident(username) if isinstance(username, str) and username.strip() else None

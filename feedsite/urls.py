@@ -3,6 +3,7 @@ from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from feeds.views import FeedView
+from feedsite.adminlogin import admin_login
 from feedsite.health import healthz, metrics_export, readyz
 from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
 from posts.views import PostCreateView, PostDetailView
@@ -35,6 +36,8 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Before admin.site.urls, whose own login view it wraps.
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]
 

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedsite.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED
-from feedsite.throttling import SignupThrottle, TokenThrottle
+from feedsite.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE
+from feedsite.throttling import AccountLoginThrottle, FollowCreateThrottle, SignupThrottle, TokenThrottle
 from follows.models import Follow
 from follows.serializers import FollowCreateSerializer, FollowSerializer, UserCreateSerializer
 from follows.services import (
@@ -55,11 +55,11 @@ class UserCreateView(APIView):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [TokenThrottle]
+    throttle_classes = [TokenThrottle, AccountLoginThrottle]
 
     @extend_schema(
         request=AuthTokenSerializer,
-        responses={200: TokenResponse, **BAD_INPUT, **TOO_LARGE, **THROTTLED},
+        responses={200: TokenResponse, **BAD_INPUT, **TOO_LARGE, **THROTTLED, **UNAVAILABLE},
         summary="Exchange a username and password for the account's API token.",
         auth=[],
     )
@@ -71,6 +71,8 @@ class TokenObtainView(APIView):
 
 
 class FollowCreateView(APIView):
+    throttle_classes = [FollowCreateThrottle]
+
     @extend_schema(
         request=FollowCreateSerializer,
         responses={
@@ -80,6 +82,7 @@ class FollowCreateView(APIView):
             **UNAUTHENTICATED,
             **NOT_FOUND,
             **TOO_LARGE,
+            **THROTTLED,
         },
         summary="Follow a user; their newest posts are copied into your feed.",
     )

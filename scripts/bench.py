@@ -376,6 +376,8 @@ def main() -> int:
         "FANOUT_BATCH_SIZE": os.environ.get("FANOUT_BATCH_SIZE", "500"),
         "FANOUT_FOLLOWER_LIMIT": "10000",
         "THROTTLE_POSTS_RATE": "",
+        # The uncached-read run sends every user's reads through Django as fast as it can.
+        "THROTTLE_FEEDS_RATE": "",
     }
     env = {
         **os.environ,

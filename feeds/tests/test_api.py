@@ -74,6 +74,17 @@ def test_bad_query_parameters_are_400(make_user, client_for, query):
     assert query.split("=")[0] in response.json()
 
 
+@pytest.mark.parametrize("query", ["x=1", "limit=5&page=2", "nocache"])
+def test_unknown_query_parameters_are_400(make_user, client_for, query):
+    ada = make_user()
+
+    response = client_for(ada).get(f"/feeds/{ada.pk}?{query}")
+
+    assert response.status_code == 400, response.content
+    unknown = query.split("&")[-1].split("=")[0]
+    assert response.json() == {unknown: ["Unknown query parameter."]}
+
+
 def test_limit_and_cursor_page_through_the_api(make_user, client_for):
     ada = make_user()
     posts = [Post.objects.create(author=ada, content=str(i)) for i in range(5)]

@@ -275,3 +275,19 @@ def test_with_redis_down_the_feed_is_read_from_postgresql(ada, token_of, setting
     assert answer.status == 200
     assert not answer.fast
     assert [p["content"] for p in answer.json()["results"]] == ["cached"]
+
+
+def test_cached_pages_do_not_count_against_the_feed_read_limit(ada, token_of, server, settings):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "feeds": "2/minute"}
+    token = token_of(ada)
+
+    miss = server.get(f"/feeds/{ada.pk}", token=token)  # through Django: counts
+    hits = [server.get(f"/feeds/{ada.pk}", token=token) for _ in range(5)]
+    paged = server.get(f"/feeds/{ada.pk}?limit=1", token=token)  # through Django: counts
+    refused = server.get(f"/feeds/{ada.pk}?limit=1", token=token)
+
+    assert (miss.status, miss.fast) == (200, False)
+    assert [(h.status, h.fast) for h in hits] == [(200, True)] * 5
+    assert paged.status == 200
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1

@@ -233,6 +233,7 @@ AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)
 # --- API ---------------------------------------------------------------------------------
 
 # Request limits per client. Each is "<count>/<second|minute|hour|day>"; empty disables it.
+# While Redis is down they let requests through, except token and login ones (503).
 API_THROTTLE_RATES = {
     # Posts one user may create. Default: 60/minute.
     "posts": env.str("THROTTLE_POSTS_RATE", default="60/minute") or None,
@@ -240,6 +241,15 @@ API_THROTTLE_RATES = {
     "signup": env.str("THROTTLE_SIGNUP_RATE", default="20/hour") or None,
     # Token requests (password checks) from one client IP. Default: 30/minute.
     "token": env.str("THROTTLE_TOKEN_RATE", default="30/minute") or None,
+    # Password checks against one username, token requests and admin logins together, from
+    # any address. Default: 20/hour.
+    "account_login": env.str("THROTTLE_ACCOUNT_LOGIN_RATE", default="20/hour") or None,
+    # Admin login attempts (POST /admin/login/) from one client IP. Default: 10/minute.
+    "admin_login": env.str("THROTTLE_ADMIN_LOGIN_RATE", default="10/minute") or None,
+    # Follows one user may create; each copies up to FEED_BACKFILL_LIMIT rows. Default: 100/hour.
+    "follow": env.str("THROTTLE_FOLLOW_RATE", default="100/hour") or None,
+    # Feed reads of one user that reach Django (not cached first pages). Default: 120/minute.
+    "feeds": env.str("THROTTLE_FEEDS_RATE", default="120/minute") or None,
 }
 
 for _scope, _rate in API_THROTTLE_RATES.items():

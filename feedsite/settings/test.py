@@ -22,6 +22,10 @@ TEST_ENV_DEFAULTS = {
     "THROTTLE_POSTS_RATE": "100000/minute",
     "THROTTLE_SIGNUP_RATE": "100000/minute",
     "THROTTLE_TOKEN_RATE": "100000/minute",
+    "THROTTLE_ACCOUNT_LOGIN_RATE": "100000/minute",
+    "THROTTLE_ADMIN_LOGIN_RATE": "100000/minute",
+    "THROTTLE_FOLLOW_RATE": "100000/minute",
+    "THROTTLE_FEEDS_RATE": "100000/minute",
 }
 for _name, _value in TEST_ENV_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

@@ -5,15 +5,27 @@ import subprocess
 import sys
 
 import pytest
+from django.test import Client
 from django.urls import URLPattern, get_resolver
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feedsite.testing import ROOT, free_port
+from follows.models import Follow
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
 
-PUBLIC = {"user-create", "token-obtain", "metrics", "healthz", "readyz", "schema", "swagger-ui"}
+PUBLIC = {
+    "user-create",
+    "token-obtain",
+    "metrics",
+    "healthz",
+    "readyz",
+    "schema",
+    "swagger-ui",
+    "admin-login",
+}
 
 
 def api_routes() -> list[URLPattern]:
@@ -236,3 +248,140 @@ def test_a_malformed_rate_limit_stops_startup():
 
     assert result.returncode != 0
     assert "Rate for 'posts' must look like 60/minute, not 'lots'" in result.stderr
+
+
+def redis_unreachable(settings) -> None:
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+
+
+def test_token_requests_are_limited_per_account_from_any_address(make_user, settings):
+    rates(settings, account_login="2/hour")
+    ada, bob = make_user("ada"), make_user("bob")
+    wrong = [
+        APIClient(REMOTE_ADDR=f"203.0.113.{i}").post(
+            "/auth/token", {"username": name, "password": "wrong"}, format="json"
+        )
+        for i, name in enumerate(["ada", " Ada "])
+    ]
+
+    # The right password, from yet another address: refused before it is checked.
+    refused = APIClient(REMOTE_ADDR="203.0.113.50").post(
+        "/auth/token", {"username": "ada", "password": "pw-Secret-123"}, format="json"
+    )
+    other = APIClient(REMOTE_ADDR="203.0.113.50").post(
+        "/auth/token", {"username": "bob", "password": "pw-Secret-123"}, format="json"
+    )
+
+    assert [r.status_code for r in wrong] == [400, 400]
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert not Token.objects.filter(user=ada).exists()
+    assert other.status_code == 200
+    assert Token.objects.get(user=bob).key == other.json()["token"]
+
+
+def admin_login(client: Client, username: str, password: str = "pw-Secret-123"):
+    return client.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
+
+
+def test_admin_logins_are_limited_per_ip(make_user, settings):
+    rates(settings, admin_login="2/hour")
+    admin_user = make_user("boss", is_staff=True)
+    client = Client(REMOTE_ADDR="203.0.113.7")
+
+    tries = [admin_login(client, "boss", "wrong").status_code for _ in range(2)]
+    refused = admin_login(client, "boss")
+    elsewhere = admin_login(Client(REMOTE_ADDR="203.0.113.8"), "boss")
+
+    assert tries == [200, 200]  # the form again, with its error
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert "_auth_user_id" not in client.session
+    assert elsewhere.status_code == 302
+    admin_user.refresh_from_db()
+    assert admin_user.last_login is not None
+
+
+def test_admin_logins_are_limited_per_username(make_user, settings):
+    rates(settings, account_login="2/hour")
+    boss = make_user("boss", is_staff=True)
+
+    tries = [admin_login(Client(REMOTE_ADDR=f"203.0.113.{i}"), "boss", "wrong").status_code for i in range(2)]
+    client = Client(REMOTE_ADDR="203.0.113.99")
+    refused = admin_login(client, "BOSS")
+    also_refused = APIClient(REMOTE_ADDR="203.0.113.98").post(
+        "/auth/token", {"username": "boss", "password": "pw-Secret-123"}, format="json"
+    )
+
+    assert tries == [200, 200]
+    assert refused.status_code == 429
+    assert also_refused.status_code == 429, "the token endpoint shares the account's allowance"
+    assert "_auth_user_id" not in client.session
+    boss.refresh_from_db()
+    assert boss.last_login is None
+    assert not Token.objects.filter(user=boss).exists()
+
+
+def test_password_checks_fail_closed_while_the_throttle_store_is_down(make_user, settings):
+    boss = make_user("boss", is_staff=True)
+    redis_unreachable(settings)
+
+    token = APIClient().post("/auth/token", {"username": "boss", "password": "pw-Secret-123"}, format="json")
+    client = Client()
+    login = admin_login(client, "boss")
+
+    assert token.status_code == 503
+    assert int(token["Retry-After"]) >= 1
+    assert "detail" in token.json()
+    assert login.status_code == 503
+    assert int(login["Retry-After"]) >= 1
+    assert "_auth_user_id" not in client.session
+    boss.refresh_from_db()
+    assert boss.last_login is None
+    assert not Token.objects.exists()
+
+
+def test_follows_are_limited_per_user(make_user, client_for, settings):
+    rates(settings, follow="2/hour")
+    ada, other = make_user(), make_user()
+    client = client_for(ada)
+    followees = [make_user() for _ in range(3)]
+
+    statuses = [
+        client.post("/follow", {"followee_id": f.pk}, format="json").status_code for f in followees[:2]
+    ]
+    refused = client.post("/follow", {"followee_id": followees[2].pk}, format="json")
+
+    assert statuses == [201, 201]
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert not Follow.objects.filter(follower=ada, followee=followees[2]).exists()
+    assert Follow.objects.filter(follower=ada).count() == 2
+    assert client_for(other).post("/follow", {"followee_id": ada.pk}, format="json").status_code == 201
+
+
+def test_follows_are_not_limited_while_redis_is_down(make_user, client_for, settings):
+    rates(settings, follow="1/hour")
+    client = client_for(make_user())
+    followees = [make_user() for _ in range(3)]
+    redis_unreachable(settings)
+
+    statuses = [client.post("/follow", {"followee_id": f.pk}, format="json").status_code for f in followees]
+
+    assert statuses == [201, 201, 201]
+
+
+def test_feed_reads_that_reach_django_are_limited_per_user(make_user, client_for, settings):
+    rates(settings, feeds="2/minute")
+    ada, bob = make_user(), make_user()
+    client = client_for(ada)
+
+    statuses = [client.get(f"/feeds/{ada.pk}?limit=5").status_code for _ in range(2)]
+    refused = client.get(f"/feeds/{ada.pk}")
+
+    assert statuses == [200, 200]
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert client_for(bob).get(f"/feeds/{bob.pk}?limit=5").status_code == 200
