@@ -14,8 +14,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from redis.exceptions import RedisError
 
-from feedsite.health import client_ip
-from feedsite.throttling import STORE_DOWN_RETRY_AFTER, account_ident, rate_wait
+from feedsite.throttling import STORE_DOWN_RETRY_AFTER, account_ident, client_ip, rate_wait
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 from django_redis import get_redis_connection
-from rest_framework.throttling import BaseThrottle
 
 from consumers.producer import producer_get
 from feedsite import metrics
+from feedsite.throttling import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +72,13 @@ def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
     return tuple(ipaddress.ip_network(network) for network in allowed)
 
 
-def client_ip(request: HttpRequest) -> str:
-    """The client's address as the throttles see it: the socket's, or the one the trusted
-    proxies (REST_FRAMEWORK["NUM_PROXIES"]) put in X-Forwarded-For."""
-    return BaseThrottle().get_ident(request)
-
-
 def metrics_allowed(request: HttpRequest) -> bool:
     try:
         address = ipaddress.ip_address(client_ip(request).strip())
     except ValueError:
         return False
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    address = getattr(address, "ipv4_mapped", None) or address
     return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_NETWORKS)))
 
 

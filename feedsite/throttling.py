@@ -18,6 +18,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from django.conf import settings
+from django.http import HttpRequest
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 from rest_framework import status
@@ -93,6 +94,12 @@ def rate_wait(scope: str, ident: str) -> float | None:
         keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count]
     )
     return wait_us / 1_000_000 if wait_us else None
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address as the throttles see it: the socket's, or the one the trusted
+    proxies (REST_FRAMEWORK["NUM_PROXIES"]) put in X-Forwarded-For."""
+    return BaseThrottle().get_ident(request)
 
 
 def account_ident(username: str) -> str:
