@@ -1,5 +1,6 @@
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -53,14 +54,26 @@ def token_get_or_create(*, user: AbstractBaseUser) -> Token:
 
 
 def follow_create(*, follower: AbstractBaseUser, followee_id: int) -> tuple[Follow, bool]:
-    """Make ``follower`` follow ``followee_id``; return the follow and whether it is new."""
+    """Make ``follower`` follow ``followee_id``; return the follow and whether it is new.
+
+    Raises FollowError for yourself or beyond FOLLOW_LIMIT accounts, UnknownUser for an
+    unknown followee.
+    """
     if followee_id == follower.pk:
         raise FollowError("You cannot follow yourself.")
     if not User.objects.filter(pk=followee_id).exists():
         raise UnknownUser(followee_id)
     try:
         with transaction.atomic():
-            return Follow.objects.get_or_create(follower_id=follower.pk, followee_id=followee_id)
+            # The follower's row is locked, so that two follows at once cannot both pass
+            # the limit: the second counts after the first has committed.
+            User.objects.select_for_update().filter(pk=follower.pk).values_list("pk").first()
+            existing = Follow.objects.filter(follower_id=follower.pk, followee_id=followee_id).first()
+            if existing is not None:
+                return existing, False
+            if Follow.objects.filter(follower_id=follower.pk).count() >= settings.FOLLOW_LIMIT:
+                raise FollowError(f"You cannot follow more than {settings.FOLLOW_LIMIT} accounts.")
+            return Follow.objects.create(follower_id=follower.pk, followee_id=followee_id), True
     except IntegrityError:
         # The followee was deleted between the check and the insert.
         raise UnknownUser(followee_id) from None

@@ -226,6 +226,8 @@ FEED_BACKFILL_LIMIT = env.int("FEED_BACKFILL_LIMIT", default=200)
 FEED_MAX_ENTRIES = env.int("FEED_MAX_ENTRIES", default=800)
 # Seconds between the worker's trims of the feeds that grew. Default: 10.
 FEED_TRIM_INTERVAL = env.float("FEED_TRIM_INTERVAL", default=10.0)
+# Most accounts one user may follow; a follow beyond it is refused with 400. Default: 5000.
+FOLLOW_LIMIT = env.int("FOLLOW_LIMIT", default=5000)
 # Seconds an API token lookup is cached in Redis, and so the longest a bulk is_active update
 # (which sends no signal) goes unseen. Default: 300.
 AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)

@@ -191,3 +191,24 @@ def test_follow_is_always_as_the_authenticated_user(make_user, client_for):
 
     assert response.status_code == 201
     assert list(Follow.objects.values_list("follower_id", "followee_id")) == [(mallory.pk, alice.pk)]
+
+
+def test_follows_stop_at_the_follow_limit(make_user, client_for, settings):
+    settings.FOLLOW_LIMIT = 3
+    bob = make_user()
+    client = client_for(bob)
+    followed = [make_user() for _ in range(3)]
+    for user in followed[:2]:
+        Follow.objects.create(follower=bob, followee=user)
+
+    below = client.post("/follow", {"followee_id": followed[2].pk}, format="json")
+    at_limit = client.post("/follow", {"followee_id": make_user().pk}, format="json")
+    again = client.post("/follow", {"followee_id": followed[0].pk}, format="json")
+
+    assert below.status_code == 201
+    assert at_limit.status_code == 400
+    assert at_limit.json() == {"followee_id": ["You cannot follow more than 3 accounts."]}
+    assert again.status_code == 200  # already following is not a new follow
+    assert set(Follow.objects.filter(follower=bob).values_list("followee_id", flat=True)) == {
+        u.pk for u in followed
+    }
