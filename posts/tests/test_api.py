@@ -1,7 +1,11 @@
+from unittest import mock
+
 import pytest
 from prometheus_client import REGISTRY
+from redis.exceptions import RedisError
 from rest_framework.test import APIClient
 
+from feeds.models import FeedEntry
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +107,38 @@ def test_trailing_slash_is_not_an_alias(make_user, client_for):
     response = client_for(make_user()).post("/posts/", {"content": "hi"}, format="json")
 
     assert response.status_code == 404
+
+
+def test_deleting_a_post_refreshes_the_authors_cached_page_without_the_worker(
+    make_user, client_for, django_capture_on_commit_callbacks
+):
+    ada = make_user("ada")
+    client = client_for(ada)
+    kept, doomed = (Post.objects.create(author=ada, content=c) for c in ("kept", "doomed"))
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=ada.pk, post_id=p.pk) for p in (kept, doomed)])
+    page = client.get(f"/feeds/{ada.pk}").json()  # now cached
+    assert [p["id"] for p in page["results"]] == [doomed.pk, kept.pk]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/posts/{doomed.pk}").status_code == 204
+
+    # No worker has run: the feed row is still there, the cached page is not.
+    assert FeedEntry.objects.filter(post_id=doomed.pk).exists()
+    assert [p["id"] for p in client.get(f"/feeds/{ada.pk}").json()["results"]] == [kept.pk]
+
+
+def test_a_delete_succeeds_while_the_feed_cache_is_down(
+    make_user, client_for, django_capture_on_commit_callbacks, caplog
+):
+    ada = make_user("ada")
+    post = Post.objects.create(author=ada, content="doomed")
+
+    with (
+        mock.patch("feeds.cache.pages_invalidate", side_effect=RedisError("down")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = client_for(ada).delete(f"/posts/{post.pk}")
+
+    assert response.status_code == 204
+    assert not Post.objects.filter(pk=post.pk).exists()
+    assert "feed cache unavailable" in caplog.text
