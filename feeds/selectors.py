@@ -5,6 +5,8 @@ sources make it up:
 
 - stored entries, written by fan-out on write and trimmed to FEED_MAX_ENTRIES;
 - posts of followed *pulled* authors (too many followers to fan out), merged at read time;
+- posts of a followee older than what the backfill copied on follow (the follow's
+  ``pull_below``), pulled from the posts index;
 - below the oldest stored entry, the posts of every followed author, pulled from the
   posts index, so that history does not end where the stored entries do.
 
@@ -62,6 +64,23 @@ def _newest_ids_by(author_ids: list[int], *, before: int, count: int) -> list[in
         return [post_id for (post_id,) in cursor.fetchall()]
 
 
+def _uncopied_ids(user_id: int, *, before: int, bottom: int, count: int) -> list[int]:
+    """The newest ``count`` post ids in [bottom, before) of followees whose older posts the
+    backfill did not copy (below the follow's ``pull_below``): one short index scan per
+    such followee whose gap reaches above ``bottom`` (follow_pull_below, post_author_newest)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.id FROM {Follow._meta.db_table} AS f CROSS JOIN LATERAL ("
+            f"  SELECT id FROM {Post._meta.db_table} WHERE author_id = f.followee_id"
+            "   AND id < LEAST(f.pull_below, %(before)s) AND id >= %(bottom)s"
+            "   ORDER BY id DESC LIMIT %(count)s"
+            ") AS p WHERE f.follower_id = %(user)s AND f.pull_below > %(bottom)s"
+            " ORDER BY p.id DESC LIMIT %(count)s",
+            {"user": user_id, "before": before, "bottom": bottom, "count": count},
+        )
+        return [post_id for (post_id,) in cursor.fetchall()]
+
+
 def _pulled_authors_of(user_id: int) -> list[int]:
     """The pulled authors among the user and the accounts they follow."""
     followed = Follow.objects.filter(follower_id=user_id).values("followee_id")
@@ -77,6 +96,9 @@ def feed_post_ids(*, user_id: int, count: int, before_post_id: int | None = None
     before = before_post_id or NEWEST
     stored = _stored_ids(user_id, before=before, count=count)
     ids = set(stored) | set(_newest_ids_by(_pulled_authors_of(user_id), before=before, count=count))
+    if stored:
+        # The page ends at or above stored[-1] when the stored entries fill it.
+        ids |= set(_uncopied_ids(user_id, before=before, bottom=stored[-1], count=count))
     if len(stored) < count:
         # The stored entries end here: the rest of the history is pulled.
         floor = stored[-1] if stored else before

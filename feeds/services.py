@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Min
 
 from feeds.models import FeedEntry, PulledAuthor
 from follows.models import Follow
@@ -168,6 +169,13 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     """Copy the newest FEED_BACKFILL_LIMIT posts of each followee, given as (follower_id,
     followee_id), into the follower's feed, if the follow still stands.
 
+    Reads rely on this: for every followee, every post at or above the feed's oldest
+    stored entry is stored, unless older than the follow's ``pull_below``, where reads
+    pull it from the posts index instead (as they do below the oldest stored entry).
+    So the copy never goes below the feed's oldest entry: rows there would hide posts of
+    other followees that trimming removed. When the limit cuts the copy short, the
+    follow's ``pull_below`` is set to the oldest post copied; otherwise it is cleared.
+
     Pulled authors are skipped: their posts are merged at read time anyway.
     """
     follows = set(follows)
@@ -179,16 +187,34 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     pulled = set(
         PulledAuthor.objects.filter(user_id__in={e for _, e in current}).values_list("user_id", flat=True)
     )
-    rows = []
-    for follower, followee in current:
+    limit = settings.FEED_BACKFILL_LIMIT
+    rows, floors = [], []
+    for follower, followee in sorted(current):
         if followee in pulled:
             continue
-        newest = Post.objects.filter(author_id=followee).order_by("-pk").values_list("pk", flat=True)
-        rows.extend(
-            FeedEntry(user_id=follower, post_id=post_id) for post_id in newest[: settings.FEED_BACKFILL_LIMIT]
-        )
+        oldest = FeedEntry.objects.filter(user_id=follower).aggregate(oldest=Min("post_id"))["oldest"]
+        posts = Post.objects.filter(author_id=followee)
+        if oldest is not None:
+            posts = posts.filter(pk__gte=oldest)
+        newest = list(posts.order_by("-pk").values_list("pk", flat=True)[: limit + 1])
+        copied = newest[:limit]
+        rows.extend(FeedEntry(user_id=follower, post_id=post_id) for post_id in copied)
+        floor = None
+        if len(newest) > limit:
+            # Cut short by the limit (with a zero limit, nothing is copied).
+            floor = copied[-1] if copied else newest[0] + 1
+        floors.append((follower, followee, floor))
         changes.grown.add(follower)
     FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
+    if floors:
+        followers, followees, values = zip(*floors, strict=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Follow._meta.db_table} AS f SET pull_below = b.floor"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS b (follower, followee, floor)"
+                " WHERE f.follower_id = b.follower AND f.followee_id = b.followee",
+                [list(followers), list(followees), list(values)],
+            )
     changes.rows = len(rows)
     return changes
 

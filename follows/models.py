@@ -13,6 +13,11 @@ class Follow(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="followers", db_index=False
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the backfill when it copied only the newest FEED_BACKFILL_LIMIT posts of the
+    # followee: their posts older than this id are not in the follower's stored feed, so
+    # reads pull them from the posts index. Null: nothing of theirs is missing above the
+    # feed's oldest stored entry.
+    pull_below = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -20,7 +25,15 @@ class Follow(models.Model):
             models.CheckConstraint(condition=~Q(follower=F("followee")), name="follow_not_self"),
         ]
         # Fan-out reads "followers of these authors": an index-only scan on this one.
-        indexes = [models.Index(fields=["followee", "follower"], name="follow_followee_follower")]
+        indexes = [
+            models.Index(fields=["followee", "follower"], name="follow_followee_follower"),
+            # Reads find a follower's partly copied followees here.
+            models.Index(
+                fields=["follower", "pull_below"],
+                name="follow_pull_below",
+                condition=Q(pull_below__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.follower_id} follows {self.followee_id}"

@@ -4,6 +4,7 @@ import pytest
 
 from consumers.models import OutboxMessage
 from feeds.models import FeedEntry, PulledAuthor
+from feeds.services import feeds_trim
 from feedsite.testing import drain
 from follows.models import Follow
 
@@ -169,3 +170,37 @@ def test_the_worker_trims_feeds_and_history_continues_past_them(people, settle, 
     assert FeedEntry.objects.filter(user_id=fan.pk).count() == 5
     assert walk(fan_client, fan, limit=4) == sorted(posts, reverse=True)
     assert walk(fan_client, fan, limit=20) == sorted(posts, reverse=True)
+
+
+@pytest.mark.parametrize("trimmed", [False, True], ids=["untrimmed", "trimmed"])
+def test_paging_reaches_every_post_of_a_new_followee_once_in_order(people, settle, settings, trimmed):
+    settings.FEED_BACKFILL_LIMIT = 4
+    settings.FEED_MAX_ENTRIES = 8 if trimmed else 800
+    (reader, reader_client), (friend, friend_client), (newcomer, newcomer_client) = people(3)
+    follow(reader_client, friend)
+    posts = []
+    for i in range(10):  # the newcomer's history interleaves with the friend's
+        posts += [create_post(friend_client, f"friend {i}"), create_post(newcomer_client, f"newcomer {i}")]
+    newer = [create_post(friend_client, f"newer {i}") for i in range(8)]
+    posts += newer
+    posts.append(create_post(reader_client, "own"))
+    settle()
+    if trimmed:
+        # Only the friend's newest posts are stored; deletes leave room, so the backfill
+        # below is not trimmed away again.
+        assert FeedEntry.objects.filter(user_id=reader.pk).count() == 8
+        for post_id in newer[:4]:
+            assert friend_client.delete(f"/posts/{post_id}").status_code == 204
+            posts.remove(post_id)
+        settle()
+
+    follow(reader_client, newcomer)
+    settle()
+
+    expected = sorted(posts, reverse=True)
+    assert walk(reader_client, reader, limit=3) == expected
+    assert walk(reader_client, reader, limit=20) == expected
+    # Trimming later keeps every post reachable.
+    settings.FEED_MAX_ENTRIES = 5
+    feeds_trim(user_ids=[reader.pk])
+    assert walk(reader_client, reader, limit=3) == expected

@@ -133,6 +133,37 @@ def test_backfill_copies_the_newest_posts_of_a_new_followee(make_user, settings)
     assert len(feed_pairs()) == 3
 
 
+def test_backfill_marks_where_its_copy_of_a_followee_ends(make_user, settings):
+    settings.FEED_BACKFILL_LIMIT = 3
+    long, short, fan = make_user(), make_user(), make_user()
+    long_posts = [Post.objects.create(author=long, content=str(i)).pk for i in range(5)]
+    short_posts = [Post.objects.create(author=short, content=str(i)).pk for i in range(2)]
+    Follow.objects.create(follower=fan, followee=long)
+    Follow.objects.create(follower=fan, followee=short)
+
+    feed_backfill(follows=[(fan.pk, long.pk), (fan.pk, short.pk)])
+
+    assert feed_pairs() == {(fan.pk, p) for p in long_posts[-3:] + short_posts}
+    floors = dict(Follow.objects.filter(follower=fan).values_list("followee_id", "pull_below"))
+    assert floors == {long.pk: long_posts[-3], short.pk: None}
+
+
+def test_backfill_copies_nothing_below_the_oldest_stored_entry(make_user, settings):
+    # Below it, other followees' posts may have been trimmed; reads pull everything there.
+    author, friend, fan = make_user(), make_user(), make_user()
+    old = [Post.objects.create(author=author, content=str(i)).pk for i in range(3)]
+    stored = Post.objects.create(author=friend, content="stored").pk
+    new = Post.objects.create(author=author, content="new").pk
+    FeedEntry.objects.create(user_id=fan.pk, post_id=stored)
+    Follow.objects.create(follower=fan, followee=author)
+
+    feed_backfill(follows=[(fan.pk, author.pk)])
+
+    assert feed_pairs() == {(fan.pk, stored), (fan.pk, new)}
+    assert not FeedEntry.objects.filter(post_id__in=old).exists()
+    assert Follow.objects.get(follower=fan, followee=author).pull_below is None
+
+
 def test_backfill_of_a_follow_that_has_ended_copies_nothing(make_user):
     author, fan = make_user(), make_user()
     Post.objects.create(author=author, content="x")
