@@ -64,6 +64,54 @@ def _newest_ids_by(author_ids: list[int], *, before: int, count: int) -> list[in
         return [post_id for (post_id,) in cursor.fetchall()]
 
 
+# A user following more accounts than this has their history pulled by a scan of the
+# newest posts first (see _followed_newest_ids).
+PULL_SCAN_FOLLOWEES = 100
+# Posts that scan reads at most before it gives up and scans per followee.
+PULL_SCAN_ROWS = 10_000
+
+
+def _followed_newest_ids(user_id: int, *, before: int, count: int) -> list[int]:
+    """The newest ``count`` post ids below ``before`` of the user and the accounts they follow.
+
+    One index scan per followee costs in proportion to the followees (20,000 took 0.9 s,
+    BENCHMARKS.md). So with more than PULL_SCAN_FOLLOWEES, this first walks the newest
+    PULL_SCAN_ROWS posts below ``before`` by id, probing the follows index for each post's
+    author, and stops at ``count`` hits: when the followees post often enough to fill the
+    page there, as many followees do, the cost does not depend on their number. Only
+    followees too quiet for that fall back to the scan per followee, which FOLLOW_LIMIT
+    bounds.
+    """
+    ids = _newest_ids_by([user_id], before=before, count=count)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT FROM {Follow._meta.db_table}"
+            " WHERE follower_id = %s LIMIT %s) AS f",
+            [user_id, PULL_SCAN_FOLLOWEES + 1],
+        )
+        (followees,) = cursor.fetchone()
+        if followees > PULL_SCAN_FOLLOWEES:
+            cursor.execute(
+                f"SELECT p.id FROM (SELECT id, author_id FROM {Post._meta.db_table}"
+                "  WHERE id < %(before)s ORDER BY id DESC LIMIT %(rows)s"
+                f") AS p WHERE EXISTS (SELECT 1 FROM {Follow._meta.db_table} AS f"
+                "  WHERE f.follower_id = %(user)s AND f.followee_id = p.author_id"
+                ") ORDER BY p.id DESC LIMIT %(count)s",
+                {"before": before, "rows": PULL_SCAN_ROWS, "user": user_id, "count": count},
+            )
+            scanned = [post_id for (post_id,) in cursor.fetchall()]
+            if len(scanned) == count:
+                return sorted({*ids, *scanned}, reverse=True)[:count]
+        cursor.execute(
+            f"SELECT p.id FROM {Follow._meta.db_table} AS f CROSS JOIN LATERAL ("
+            f"  SELECT id FROM {Post._meta.db_table} WHERE author_id = f.followee_id AND id < %(before)s"
+            "   ORDER BY id DESC LIMIT %(count)s"
+            ") AS p WHERE f.follower_id = %(user)s ORDER BY p.id DESC LIMIT %(count)s",
+            {"before": before, "user": user_id, "count": count},
+        )
+        return sorted({*ids, *(post_id for (post_id,) in cursor.fetchall())}, reverse=True)[:count]
+
+
 def _uncopied_ids(user_id: int, *, before: int, bottom: int, count: int) -> list[int]:
     """The newest ``count`` post ids in [bottom, before) of followees whose older posts the
     backfill did not copy (below the follow's ``pull_below``): one short index scan per
@@ -102,8 +150,7 @@ def feed_post_ids(*, user_id: int, count: int, before_post_id: int | None = None
     if len(stored) < count:
         # The stored entries end here: the rest of the history is pulled.
         floor = stored[-1] if stored else before
-        authors = [user_id, *Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)]
-        ids |= set(_newest_ids_by(authors, before=floor, count=count))
+        ids |= set(_followed_newest_ids(user_id, before=floor, count=count))
     return sorted(ids, reverse=True)[:count]
 
 

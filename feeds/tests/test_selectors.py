@@ -152,3 +152,56 @@ def test_paging_is_stable_while_posts_arrive_and_feeds_are_trimmed(make_user, se
         feeds_trim(user_ids=[reader.pk])
 
     assert seen == sorted(before, reverse=True)
+
+
+@pytest.fixture
+def busy_and_quiet(make_user):
+    """A reader following many accounts: most post often, one posted only long ago."""
+
+    def make():
+        reader, stranger, quiet = make_user(), make_user(), make_user()
+        busy = [make_user() for _ in range(5)]
+        for author in [quiet, *busy]:
+            Follow.objects.create(follower=reader, followee=author)
+        history = post_by(quiet) + post_by(reader)
+        for _ in range(6):
+            post_by(stranger, 3)
+            for author in busy:
+                history += post_by(author)
+        return reader, sorted(history, reverse=True)
+
+    return make
+
+
+def lateral_scans(queries) -> list[str]:
+    return [q["sql"] for q in queries if "LATERAL" in q["sql"]]
+
+
+@pytest.mark.parametrize("limit", [1, 4, 7, 40])
+def test_many_followees_are_pulled_in_order_from_the_newest_posts(busy_and_quiet, monkeypatch, limit):
+    monkeypatch.setattr("feeds.selectors.PULL_SCAN_FOLLOWEES", 3)
+    monkeypatch.setattr("feeds.selectors.PULL_SCAN_ROWS", 12)
+    reader, history = busy_and_quiet()
+
+    with CaptureQueriesContext(connection) as queries:
+        pages = walk(reader.pk, limit=limit)
+
+    assert [post_id for page in pages for post_id in page] == history
+    assert all(len(page) == limit for page in pages[:-1])
+    # The quiet followee's old post is found by the scan per followee, once the newest
+    # posts no longer fill a page.
+    assert any("follows_follow" in sql for sql in lateral_scans(queries))
+
+
+def test_a_page_of_busy_followees_is_found_without_one_scan_per_followee(busy_and_quiet, monkeypatch):
+    monkeypatch.setattr("feeds.selectors.PULL_SCAN_FOLLOWEES", 3)
+    reader, history = busy_and_quiet()
+
+    with CaptureQueriesContext(connection) as queries:
+        page = json.loads(feed_page(user_id=reader.pk, limit=5))
+
+    assert [post["id"] for post in page["results"]] == history[:5]
+    # The only scan by author is of the reader's own posts.
+    scans = lateral_scans(queries)
+    assert scans
+    assert all(f"'{{{reader.pk}}}'" in sql for sql in scans)
