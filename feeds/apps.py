@@ -4,3 +4,15 @@ from django.apps import AppConfig
 class FeedsConfig(AppConfig):
     name = "feeds"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete
+
+        from feeds import receivers
+        from posts.models import Post
+
+        post_delete.connect(
+            receivers.author_page_forget_deleted_post,
+            sender=Post,
+            dispatch_uid="feeds.author_page_forget_deleted_post",
+        )

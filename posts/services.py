@@ -1,10 +1,6 @@
-import logging
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from redis.exceptions import RedisError
 
-from feeds import cache
 from feedsite import metrics
 from posts.models import Post
 
@@ -18,9 +14,6 @@ def post_create(*, author: AbstractBaseUser, content: str) -> Post:
     return post
 
 
-logger = logging.getLogger(__name__)
-
-
 class NotAuthor(Exception):
     """Only a post's author may delete it."""
 
@@ -29,8 +22,6 @@ class NotAuthor(Exception):
 def post_delete(*, post_id: int, actor: AbstractBaseUser) -> None:
     """Delete a post of ``actor``; its ``post.deleted`` event removes it from every feed.
 
-    The author's own cached page is made stale once the delete commits, so the author sees
-    it gone at once even while the worker lags; followers' pages wait for the worker.
     Raises Post.DoesNotExist, or NotAuthor when ``actor`` did not write it.
     """
     # Locked, so that of two concurrent deletes one finds nothing (404), not both 204.
@@ -38,12 +29,3 @@ def post_delete(*, post_id: int, actor: AbstractBaseUser) -> None:
     if post.author_id != actor.pk:
         raise NotAuthor(post_id)
     post.delete()
-    transaction.on_commit(lambda: _author_page_invalidate(actor.pk))
-
-
-def _author_page_invalidate(author_id: int) -> None:
-    try:
-        cache.pages_invalidate([author_id])
-    except RedisError:
-        # The delete has committed; the worker invalidates the page again once it is back.
-        logger.warning("feed cache unavailable; author %s's cached page not invalidated", author_id)

@@ -1,0 +1,30 @@
+"""Feed effects that cannot wait for the fan-out worker.
+
+A deleted post leaves the author's own cached first page at once, when the delete commits,
+so the author sees it gone even while the worker lags; followers' pages are made stale by
+the worker when it applies the ``post.deleted`` event.
+"""
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from feeds import cache
+from posts.models import Post
+
+logger = logging.getLogger(__name__)
+
+
+def author_page_forget_deleted_post(sender: type[Post], instance: Post, **kwargs: Any) -> None:
+    author_id = instance.author_id
+    transaction.on_commit(lambda: _author_page_invalidate(author_id))
+
+
+def _author_page_invalidate(author_id: int) -> None:
+    try:
+        cache.pages_invalidate([author_id])
+    except RedisError:
+        # The delete has committed; the worker invalidates the page again once Redis is back.
+        logger.warning("feed cache unavailable; author %s's cached page not invalidated", author_id)
