@@ -6,8 +6,8 @@ request cycle (request objects, signals, middleware, DRF's dispatch) costs sever
 what the lookup does, and a cache hit needs none of it.
 
 Anything it is not sure of goes to Django unchanged, where FeedView gives the same answer
-the slow way: another path or method, a query string, a token or page missing from
-Redis, a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
+the slow way: another path or method, a query string, a token, page or generation
+missing from Redis, a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
 plain HTTP under SECURE_SSL_REDIRECT, or Redis down. The headers are those Django's
 security and X-Frame-Options middleware put on the slow path's response, worked out once
 by those middleware themselves, plus the X-Request-ID that RequestContextMiddleware gives

@@ -13,7 +13,7 @@ def feed_page_key(user_id: int) -> str:
 
 
 def feed_generation_key(user_id: int) -> str:
-    """A counter bumped each time a user's feed changes; stale pages carry an older value."""
+    """A random value renewed each time a user's feed changes; stale pages carry another."""
     return f"{_prefix()}:feed:{user_id}:gen"
 
 

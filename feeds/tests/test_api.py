@@ -1,4 +1,5 @@
 import pytest
+from django_redis import get_redis_connection
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
@@ -6,6 +7,7 @@ from feeds import cache
 from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry
 from feeds.services import feed_fanout_posts
+from feedsite.cache_keys import feed_generation_key
 from follows.models import Follow
 from posts.models import Post
 
@@ -163,3 +165,32 @@ def test_a_page_rendered_before_an_invalidation_is_never_served(make_user):
     body, _ = cache.page_lookup(ada.pk)
 
     assert body is None
+
+
+def test_a_generation_lost_and_bumped_again_never_revives_an_old_page(make_user, client_for):
+    ada = make_user()
+    client = client_for(ada)
+    first = Post.objects.create(author=ada, content="first")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=first.pk)
+    cache.pages_invalidate([ada.pk])
+    assert [p["id"] for p in client.get(f"/feeds/{ada.pk}").json()["results"]] == [first.pk]  # cached
+    second = Post.objects.create(author=ada, content="second")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=second.pk)
+
+    get_redis_connection("default").delete(feed_generation_key(ada.pk))  # evicted
+    cache.pages_invalidate([ada.pk])  # the fan-out's bump starts it again
+
+    assert [p["id"] for p in client.get(f"/feeds/{ada.pk}").json()["results"]] == [second.pk, first.pk]
+
+
+def test_a_generation_lost_before_the_next_read_never_revives_an_old_page(make_user, client_for):
+    ada = make_user()
+    client = client_for(ada)
+    assert client.get(f"/feeds/{ada.pk}").json()["results"] == []  # cached, no bump yet
+    post = Post.objects.create(author=ada, content="new")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=post.pk)
+    cache.pages_invalidate([ada.pk])
+
+    get_redis_connection("default").delete(feed_generation_key(ada.pk))  # evicted
+
+    assert [p["id"] for p in client.get(f"/feeds/{ada.pk}").json()["results"]] == [post.pk]

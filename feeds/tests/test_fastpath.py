@@ -9,12 +9,14 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
 from django.test import RequestFactory
+from django_redis import get_redis_connection
 from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
 from feeds import cache
 from feeds.fastpath import CachedFeedPages
 from feeds.models import FeedEntry
+from feedsite.cache_keys import feed_generation_key
 from feedsite.testing import free_port
 from posts.models import Post
 
@@ -249,6 +251,37 @@ def test_queries_other_methods_and_stale_pages_go_to_django(ada, token_of, serve
     assert [p["content"] for p in after_change.json()["results"]] == ["newer", "cached"]
     assert server.get(f"/feeds/{ada.pk}", token=token).fast
     assert not server.get(f"/feeds/{ada.pk}/", token=token).fast
+
+
+def test_a_lost_generation_bumped_again_does_not_make_an_old_page_current(ada, token_of, server):
+    token = token_of(ada)
+    cache.pages_invalidate([ada.pk])
+    server.get(f"/feeds/{ada.pk}", token=token)
+    assert server.get(f"/feeds/{ada.pk}", token=token).fast  # cached
+    newer = Post.objects.create(author=ada, content="newer")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=newer.pk)
+
+    get_redis_connection("default").delete(feed_generation_key(ada.pk))  # evicted
+    cache.pages_invalidate([ada.pk])
+    answer = server.get(f"/feeds/{ada.pk}", token=token)
+
+    assert not answer.fast
+    assert [p["content"] for p in answer.json()["results"]] == ["newer", "cached"]
+    assert server.get(f"/feeds/{ada.pk}", token=token).fast
+
+
+def test_a_page_without_a_generation_goes_to_django(ada, token_of, server):
+    token = token_of(ada)
+    server.get(f"/feeds/{ada.pk}", token=token)
+    newer = Post.objects.create(author=ada, content="newer")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=newer.pk)
+    cache.pages_invalidate([ada.pk])
+
+    get_redis_connection("default").delete(feed_generation_key(ada.pk))  # evicted
+    answer = server.get(f"/feeds/{ada.pk}", token=token)
+
+    assert not answer.fast
+    assert [p["content"] for p in answer.json()["results"]] == ["newer", "cached"]
 
 
 def test_a_disallowed_host_is_400(ada, token_of, server):

@@ -139,3 +139,14 @@ def test_the_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = {name for name in settings_env_names() if f"`{name}`" not in readme}
     assert not missing, f"README lacks: {sorted(missing)}"
+
+
+def test_redis_evicts_as_the_architecture_recommends(services):
+    command = [str(arg) for arg in services["redis"]["command"]]
+    options = dict(zip(command[1::2], command[2::2], strict=False))
+    architecture = (ROOT / "docs/ARCHITECTURE.md").read_text()
+    recommended = set(re.findall(r"maxmemory-policy (\S+?)`", architecture))
+
+    assert recommended == {"volatile-lru"}
+    assert options.get("--maxmemory-policy") in recommended
+    assert re.fullmatch(r"[1-9][0-9]*(mb|gb)", options.get("--maxmemory", "")), "maxmemory unset or 0"
