@@ -24,6 +24,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "offset",
         "consumer_group",
         "failed_at",
+        "published_at",
         "error_class",
         "error_message",
         "key_display",

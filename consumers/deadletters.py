@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from consumers.models import DeadLetter
@@ -43,53 +44,85 @@ def _header_text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", errors="backslashreplace")
 
 
-def dead_letters_record(*, failures: Sequence[Failure], group_id: str) -> None:
-    """Store the failures as DeadLetter rows; a message seen before is not stored twice."""
-    DeadLetter.objects.bulk_create(
-        [
-            DeadLetter(
-                topic=f.message.topic(),
-                partition=f.message.partition(),
-                offset=f.message.offset(),
-                key=f.message.key(),
-                value=f.message.value(),
-                headers=[[k, _header_text(v)] for k, v in (f.message.headers() or [])],
-                error_class=f.error_class,
-                error_message=str(f.error),
-                traceback=f.traceback,
-                consumer_group=group_id,
-                failed_at=f.failed_at,
-            )
-            for f in failures
-        ],
-        ignore_conflicts=True,
-    )
+def dead_letters_record(*, failures: Sequence[Failure], group_id: str) -> list[DeadLetter]:
+    """Store the failures as DeadLetter rows; a message seen before is not stored twice.
 
-
-def dead_letters_publish(*, failures: Sequence[Failure], group_id: str) -> None:
-    """Copy the failed messages to the DLQ topic and wait until the broker has them all."""
-    topic = Topic.FEED_EVENTS_DLQ.topic_name
-    messages = []
-    for f in failures:
-        _, timestamp = f.message.timestamp()
-        headers = list(f.message.headers() or [])
-        headers += [
-            (f"{HEADER_PREFIX}original.topic", f.message.topic()),
-            (f"{HEADER_PREFIX}original.partition", str(f.message.partition())),
-            (f"{HEADER_PREFIX}original.offset", str(f.message.offset())),
-            (f"{HEADER_PREFIX}original.timestamp", str(timestamp)),
-            (f"{HEADER_PREFIX}consumer.group", group_id),
-            (f"{HEADER_PREFIX}error.class", f.error_class),
-            (f"{HEADER_PREFIX}error.message", str(f.error)[:1000]),
-            (f"{HEADER_PREFIX}error.traceback", f.traceback[-4000:]),
-            (f"{HEADER_PREFIX}failed_at", f.failed_at.isoformat()),
-        ]
-        messages.append(
-            {"topic": topic, "key": f.message.key(), "value": f.message.value(), "headers": headers}
+    Returns the dead letters (unsaved instances) for ``dead_letters_publish``.
+    """
+    dead_letters = [
+        DeadLetter(
+            topic=f.message.topic(),
+            partition=f.message.partition(),
+            offset=f.message.offset(),
+            key=f.message.key(),
+            value=f.message.value(),
+            headers=[[k, _header_text(v)] for k, v in (f.message.headers() or [])],
+            error_class=f.error_class,
+            error_message=str(f.error),
+            traceback=f.traceback,
+            consumer_group=group_id,
+            failed_at=f.failed_at,
+            original_timestamp=f.message.timestamp()[1],
         )
-    messages_publish_confirmed(messages)
-    for f in failures:
-        metrics.DEAD_LETTERS.labels(f.error_class).inc()
+        for f in failures
+    ]
+    DeadLetter.objects.bulk_create(dead_letters, ignore_conflicts=True)
+    return dead_letters
+
+
+def _dlq_message(dl: DeadLetter) -> dict:
+    headers = [(name, value) for name, value in dl.headers]
+    headers += [
+        (f"{HEADER_PREFIX}original.topic", dl.topic),
+        (f"{HEADER_PREFIX}original.partition", str(dl.partition)),
+        (f"{HEADER_PREFIX}original.offset", str(dl.offset)),
+        (f"{HEADER_PREFIX}original.timestamp", str(dl.original_timestamp)),
+        (f"{HEADER_PREFIX}consumer.group", dl.consumer_group),
+        (f"{HEADER_PREFIX}error.class", dl.error_class),
+        (f"{HEADER_PREFIX}error.message", dl.error_message[:1000]),
+        (f"{HEADER_PREFIX}error.traceback", dl.traceback[-4000:]),
+        (f"{HEADER_PREFIX}failed_at", dl.failed_at.isoformat()),
+    ]
+    return {
+        "topic": Topic.FEED_EVENTS_DLQ.topic_name,
+        "key": None if dl.key is None else bytes(dl.key),
+        "value": None if dl.value is None else bytes(dl.value),
+        "headers": headers,
+    }
+
+
+def dead_letters_publish(*, dead_letters: Sequence[DeadLetter]) -> None:
+    """Copy the dead letters to the DLQ topic, wait until the broker has them all, then mark
+    their rows published.
+
+    Raises DeliveryFailed with nothing marked: the caller keeps them and tries again. A
+    copy may then reach the topic twice; the DLQ is at-least-once.
+    """
+    messages_publish_confirmed([_dlq_message(dl) for dl in dead_letters])
+    which = Q()
+    for dl in dead_letters:
+        which |= Q(consumer_group=dl.consumer_group, topic=dl.topic, partition=dl.partition, offset=dl.offset)
+    DeadLetter.objects.filter(which, published_at__isnull=True).update(published_at=timezone.now())
+    for dl in dead_letters:
+        metrics.DEAD_LETTERS.labels(dl.error_class).inc()
+
+
+# Unpublished dead letters copied per round by dead_letters_publish_pending.
+PUBLISH_CHUNK = 100
+
+
+def dead_letters_publish_pending(*, group_id: str) -> int:
+    """Publish the group's dead letters that never reached the DLQ topic (a worker died
+    between its commit and the broker's acknowledgement); return how many."""
+    published = 0
+    while dead_letters := list(
+        DeadLetter.objects.filter(consumer_group=group_id, published_at__isnull=True).order_by("pk")[
+            :PUBLISH_CHUNK
+        ]
+    ):
+        dead_letters_publish(dead_letters=dead_letters)
+        published += len(dead_letters)
+    return published
 
 
 def dead_letters_replay(*, dead_letters: Sequence[DeadLetter]) -> int:

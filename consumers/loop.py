@@ -1,8 +1,11 @@
 """The fan-out consumer loop.
 
 Each batch goes: skip what was already applied, decode, apply handlers, record dead
-letters and the partitions' next offsets in one database transaction, invalidate cached
-pages, copy dead letters to the DLQ topic, then commit the Kafka offsets.
+letters, the users whose cached pages went stale and the partitions' next offsets in one
+database transaction, invalidate cached pages, copy dead letters to the DLQ topic, then
+commit the Kafka offsets. Stale pages and unpublished dead letters are kept in PostgreSQL
+until Redis and the broker took them, and a worker that starts flushes what a crashed one
+left.
 
 Exactly-once effect: the offsets stored with the feed entries say what was applied, so a
 batch consumed again after a crash (before its Kafka commit) is recognised and skipped,
@@ -22,14 +25,19 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from consumers.deadletters import Failure, dead_letters_publish, dead_letters_record
+from consumers.deadletters import (
+    Failure,
+    dead_letters_publish,
+    dead_letters_publish_pending,
+    dead_letters_record,
+)
 from consumers.events import POST_CREATED, Event, PoisonMessage, UnknownEventType, event_decode
 from consumers.handlers import HANDLERS
-from consumers.models import AppliedOffset
+from consumers.models import AppliedOffset, DeadLetter
 from consumers.producer import DeliveryFailed
+from consumers.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
 from consumers.topics import Topic, kafka_config
 from feeds.cache import pages_invalidate
 from feeds.services import FeedChanges, feeds_trim
@@ -38,12 +46,12 @@ from feedsite.logcontext import log_context
 
 logger = logging.getLogger(__name__)
 
-# Failures of the services around us: wait and retry, never dead-letter.
+# Failures of the services around us: wait and retry, never dead-letter. Every Redis error
+# is one: a read-only replica during a failover, or OOM under maxmemory, passes too.
 TRANSIENT_ERRORS = (
     OperationalError,
     InterfaceError,
-    RedisConnectionError,
-    RedisTimeoutError,
+    RedisError,
     KafkaException,
     DeliveryFailed,
 )
@@ -131,6 +139,9 @@ class FanoutWorker:
         self._untrimmed: set[int] = set()
         self._trimming: list[int] = []
         self._stale: set[int] = set()
+        self._stale_rows: list[int] = []
+        self._unpublished: list[DeadLetter] = []
+        self._recovered = False
         self._trimmed_at = time.monotonic()
 
     def subscribe(self) -> None:
@@ -150,6 +161,8 @@ class FanoutWorker:
 
     def run_once(self) -> int:
         """Consume and apply at most one batch; return how many messages it held."""
+        if not self._recovered:
+            self._recover()
         messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if _ok(m)]
         if messages:
             self._apply_with_retry(messages)
@@ -158,6 +171,22 @@ class FanoutWorker:
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
             self._observe_lag()
         return len(messages)
+
+    def _recover(self) -> None:
+        """Flush what a worker that died left behind: stale pages and unpublished dead letters.
+
+        Tried again on the next call while a service is down; batches go on meanwhile.
+        """
+        try:
+            users = stale_pages_flush()
+            published = dead_letters_publish_pending(group_id=self.group_id)
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("recovery failed (%s: %s); will retry", type(exc).__name__, exc)
+            close_old_connections()
+            return
+        self._recovered = True
+        if users or published:
+            logger.info("recovered", extra={"pages_invalidated": users, "dead_letters_published": published})
 
     def _apply_with_retry(self, messages: Sequence[Message]) -> None:
         backoff = RETRY_BACKOFF_MIN
@@ -222,23 +251,34 @@ class FanoutWorker:
                 )
                 failures.append(Failure.of(message, exc))
 
+        dead_letters: list[DeadLetter] = []
+        stale_row = None
         with transaction.atomic():
             changes = self._handle(decoded, failures)
             self.breaker.check(total=len(fresh), dead=len(failures))
             if failures:
-                dead_letters_record(failures=failures, group_id=self.group_id)
+                dead_letters = dead_letters_record(failures=failures, group_id=self.group_id)
+            if changes.changed:
+                stale_row = stale_pages_record(user_ids=changes.changed)
             self._store_offsets(messages, column="next_offset")
         committed_at = timezone.now()
 
-        # Kept until Redis took them: a retry after a Redis failure skips the applied
-        # messages, so it would otherwise never invalidate these pages.
+        # Kept until Redis and the broker took them: a retry after a failure skips the
+        # applied messages, so it would otherwise never invalidate these pages nor publish
+        # these dead letters. Their rows cover a crash meanwhile (see _recover).
         self._stale |= changes.changed
+        self._stale_rows += [stale_row] if stale_row else []
+        self._unpublished += dead_letters
         if self._stale:
             pages_invalidate(self._stale)
             self._stale = set()
+        if self._stale_rows:
+            stale_pages_forget(ids=self._stale_rows)
+            self._stale_rows = []
         self._untrimmed |= changes.grown
-        if failures:
-            dead_letters_publish(failures=failures, group_id=self.group_id)
+        if self._unpublished:
+            dead_letters_publish(dead_letters=self._unpublished)
+            self._unpublished = []
         self._commit(messages)
         self.breaker.record(total=len(fresh), dead=len(failures))
 

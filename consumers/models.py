@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -24,6 +25,11 @@ class DeadLetter(models.Model):
     failed_at = models.DateTimeField(db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # The message's own Kafka timestamp (ms since the epoch), carried to the DLQ topic.
+    original_timestamp = models.BigIntegerField(null=True, blank=True)
+    # When the broker acknowledged the copy on the DLQ topic; until then the worker retries,
+    # and a worker that starts publishes what a crashed one left unpublished.
+    published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-failed_at", "-id"]
@@ -31,6 +37,13 @@ class DeadLetter(models.Model):
         permissions = [
             ("replay_deadletter", "Can replay dead letters to their original topic"),
             ("discard_deadletter", "Can discard dead letters"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["consumer_group"],
+                condition=models.Q(published_at__isnull=True),
+                name="deadletter_unpublished",
+            ),
         ]
         constraints = [
             # A message re-read after a crash is dead-lettered once, not twice.
@@ -103,3 +116,22 @@ class AppliedOffset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer_group} {self.topic}[{self.partition}] → {self.next_offset}"
+
+
+class StalePages(models.Model):
+    """Users whose cached feed pages a fan-out batch made stale.
+
+    Written in the batch's transaction and deleted once Redis took their new generations,
+    so that a worker that dies in between (SIGKILL, a Redis error it could not survive)
+    leaves them to the next worker that starts, instead of pages stale for FEED_CACHE_TTL.
+    One row per batch.
+    """
+
+    user_ids = ArrayField(models.BigIntegerField())
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "stale pages"
+
+    def __str__(self) -> str:
+        return f"stale pages of {len(self.user_ids)} users"

@@ -7,13 +7,14 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from django.core.management import call_command
 from django.db.utils import OperationalError
 from prometheus_client import REGISTRY
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers import handlers, loop
+from consumers import deadletters, handlers, loop
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
-from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker
+from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
 from consumers.models import DeadLetter
-from consumers.producer import message_publish, producer_flush
+from consumers.producer import DeliveryFailed, message_publish, producer_flush
 from feeds import cache
 from feeds.models import FeedEntry
 from feedsite.testing import drain, fail_post_created_on, offsets_committed, topic_read
@@ -37,6 +38,21 @@ def created(post: Post) -> bytes:
 def committed(worker: FanoutWorker, settings) -> int:
     return offsets_committed(
         worker.consumer, topic=settings.FEED_EVENTS_TOPIC, partitions=settings.FEED_EVENTS_PARTITIONS
+    )
+
+
+class Crash(BaseException):
+    """The process dying where it stands (what SIGKILL would do), past any except clause."""
+
+
+def fresh_worker(settings) -> FanoutWorker:
+    """A worker started anew in the same group: it resumes from the committed offsets."""
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    consumer.assign(
+        [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)]
+    )
+    return FanoutWorker(
+        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
     )
 
 
@@ -355,3 +371,126 @@ def test_pages_are_invalidated_after_a_redis_failure_once_redis_answers(
     # The retry finds the batch applied and skips it, but still invalidates its pages.
     assert calls == [{author.pk, fan.pk}, {author.pk, fan.pk}]
     assert cache.page_lookup(fan.pk)[0] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_reaches_the_dlq_topic_after_a_failed_publish(worker, settings, monkeypatch):
+    real = deadletters.messages_publish_confirmed
+    calls = []
+
+    def broker_fails_once(messages, **kwargs):
+        calls.append(len(messages))
+        if len(calls) == 1:
+            raise DeliveryFailed("1 of 1 not delivered: Local: Message timed out")
+        real(messages, **kwargs)
+
+    monkeypatch.setattr(deadletters, "messages_publish_confirmed", broker_fails_once)
+    monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
+    publish(settings, b"{poison")
+
+    drain(worker, 1)
+
+    [message] = topic_read(settings.FEED_EVENTS_DLQ_TOPIC, count=1, timeout=10)
+    assert message.value() == b"{poison"
+    assert calls == [1, 1]
+    [row] = DeadLetter.objects.all()
+    assert row.published_at is not None
+    assert committed(worker, settings) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_worker_publishes_the_dead_letters_a_crash_left_unpublished(worker, settings, monkeypatch):
+    def crash(**kwargs):
+        raise Crash("killed between the commit and the DLQ publish")
+
+    monkeypatch.setattr(loop, "dead_letters_publish", crash)
+    publish(settings, b"{poison")
+    with pytest.raises(Crash):
+        drain(worker, 1)
+    worker.consumer.close()
+    monkeypatch.undo()
+    assert DeadLetter.objects.count() == 1  # committed, never published
+
+    restarted = fresh_worker(settings)
+    try:
+        restarted.run_once()
+    finally:
+        restarted.consumer.close()
+
+    [message] = topic_read(settings.FEED_EVENTS_DLQ_TOPIC, count=1, timeout=10)
+    assert message.value() == b"{poison"
+    row = DeadLetter.objects.get()
+    assert dict(message.headers())["dlq.original.offset"] == str(row.offset).encode()
+    assert row.published_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("OOM command not allowed when used memory > 'maxmemory'."),
+    ],
+)
+def test_any_redis_error_while_invalidating_is_retried_not_fatal(
+    worker, settings, make_user, client_for, monkeypatch, error
+):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    assert producer_flush(10) == 0
+    drain(worker, 1)  # the follow.created event
+    client = client_for(fan)
+    assert client.get(f"/feeds/{fan.pk}").json()["results"] == []
+    calls = []
+
+    def redis_refuses_once(users):
+        calls.append(set(users))
+        if len(calls) == 1:
+            raise error
+        cache.pages_invalidate(users)
+
+    monkeypatch.setattr(loop, "pages_invalidate", redis_refuses_once)
+    monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
+    post = Post.objects.create(author=author, content="fresh")
+    assert producer_flush(10) == 0
+
+    drain(worker, 1)
+
+    assert calls == [{author.pk, fan.pk}, {author.pk, fan.pk}]
+    assert cache.page_lookup(fan.pk)[0] is None
+    assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
+    assert committed(worker, settings) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
+    worker, settings, make_user, client_for, monkeypatch
+):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    assert producer_flush(10) == 0
+    drain(worker, 1)  # the follow.created event
+    client = client_for(fan)
+    assert client.get(f"/feeds/{fan.pk}").json()["results"] == []
+
+    def crash(users):
+        raise Crash("killed between the commit and the invalidation")
+
+    monkeypatch.setattr(loop, "pages_invalidate", crash)
+    post = Post.objects.create(author=author, content="fresh")
+    assert producer_flush(10) == 0
+    with pytest.raises(Crash):
+        drain(worker, 1)
+    worker.consumer.close()
+    monkeypatch.undo()
+    assert FeedEntry.objects.filter(user_id=fan.pk, post_id=post.pk).exists()  # committed
+    assert cache.page_lookup(fan.pk)[0] is not None  # and the page is stale
+
+    restarted = fresh_worker(settings)
+    try:
+        restarted.run_once()
+    finally:
+        restarted.consumer.close()
+
+    assert cache.page_lookup(fan.pk)[0] is None
+    assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]

@@ -1,0 +1,45 @@
+"""Stale cached pages recorded in PostgreSQL until Redis has taken their new generations.
+
+The fan-out worker records the users of a batch in the batch's own transaction and
+forgets them once ``pages_invalidate`` succeeded; a worker that starts invalidates
+whatever a crashed one left behind. Invalidating twice costs a page render, nothing else.
+"""
+
+from collections.abc import Iterable, Sequence
+
+from consumers.models import StalePages
+from feeds.cache import pages_invalidate
+
+# Rows read per round when invalidating what earlier workers left.
+FLUSH_CHUNK = 200
+
+
+def stale_pages_record(*, user_ids: Iterable[int]) -> int:
+    """Record these users' pages as stale, in the caller's transaction; return the row id."""
+    return StalePages.objects.create(user_ids=sorted(user_ids)).pk
+
+
+def stale_pages_forget(*, ids: Sequence[int]) -> None:
+    """Drop rows whose pages were invalidated."""
+    StalePages.objects.filter(pk__in=ids).delete()
+
+
+def stale_pages_flush() -> int:
+    """Invalidate the pages of every row recorded so far, then drop the rows.
+
+    Rows that other workers record meanwhile are left to them. Raises RedisError, or a
+    database error, with the rows not yet flushed kept. Returns how many users it took.
+    """
+    last = StalePages.objects.order_by("-pk").values_list("pk", flat=True).first()
+    users = 0
+    while last is not None:
+        rows = list(
+            StalePages.objects.filter(pk__lte=last).order_by("pk").values_list("pk", "user_ids")[:FLUSH_CHUNK]
+        )
+        if not rows:
+            break
+        stale = {user for _, user_ids in rows for user in user_ids}
+        pages_invalidate(stale)
+        stale_pages_forget(ids=[pk for pk, _ in rows])
+        users += len(stale)
+    return users
