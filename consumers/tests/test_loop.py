@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from consumers import deadletters, handlers, loop
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
-from consumers.models import DeadLetter
+from consumers.models import DeadLetter, StalePages
 from consumers.producer import DeliveryFailed, message_publish, producer_flush
 from feeds import cache
 from feeds.models import FeedEntry
@@ -458,6 +458,7 @@ def test_any_redis_error_while_invalidating_is_retried_not_fatal(
 
     assert calls == [{author.pk, fan.pk}, {author.pk, fan.pk}]
     assert cache.page_lookup(fan.pk)[0] is None
+    assert not StalePages.objects.exists()
     assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
     assert committed(worker, settings) == 2
 
@@ -485,6 +486,7 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     monkeypatch.undo()
     assert FeedEntry.objects.filter(user_id=fan.pk, post_id=post.pk).exists()  # committed
     assert cache.page_lookup(fan.pk)[0] is not None  # and the page is stale
+    assert StalePages.objects.count() == 1
 
     restarted = fresh_worker(settings)
     try:
@@ -494,3 +496,4 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
 
     assert cache.page_lookup(fan.pk)[0] is None
     assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
+    assert not StalePages.objects.exists()
