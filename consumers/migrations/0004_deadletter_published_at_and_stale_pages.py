@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('consumers', '0002_outbox_and_applied_offsets'),
+        ('consumers', '0003_deadletter_replay_discard_permissions'),
     ]
 
     operations = [
