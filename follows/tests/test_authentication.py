@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from feedsite.logcontext import log_context
 from follows.authentication import CachedTokenAuthentication
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,9 +169,10 @@ def test_a_user_from_the_token_cache_cannot_be_saved(make_user):
     ada = make_user()
     token = Token.objects.create(user=ada).key
     auth = CachedTokenAuthentication()
-    auth.authenticate_credentials(token)  # caches the lookup
-
-    cached, _ = auth.authenticate_credentials(token)
+    # Inside a context, as in a request: authentication binds the user to the log fields.
+    with log_context():
+        auth.authenticate_credentials(token)  # caches the lookup
+        cached, _ = auth.authenticate_credentials(token)
 
     with pytest.raises(TypeError):
         cached.save()
