@@ -145,7 +145,33 @@ class FanoutWorker:
         self._trimmed_at = time.monotonic()
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([Topic.FEED_EVENTS.topic_name])
+        self.consumer.subscribe(
+            [Topic.FEED_EVENTS.topic_name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback (cooperative: ``partitions`` are the ones added)."""
+        consumer.incremental_assign(partitions)
+        self._assignment_changed("assigned", partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback for partitions revoked or lost."""
+        consumer.incremental_unassign(partitions)
+        self._assignment_changed("revoked", partitions)
+
+    def _assignment_changed(self, change: str, partitions: list[TopicPartition]) -> None:
+        owned = self._owned()
+        metrics.FANOUT_ASSIGNED_PARTITIONS.set(len(owned))
+        if partitions:
+            logger.info(
+                "partitions %s: %s; now owns %s",
+                change,
+                sorted(tp.partition for tp in partitions),
+                sorted(p for _, p in owned),
+            )
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""

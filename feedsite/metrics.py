@@ -61,6 +61,11 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     multiprocess_mode="max",
 )
+FANOUT_ASSIGNED_PARTITIONS = Gauge(
+    "feed_fanout_assigned_partitions",
+    "Partitions of the feed events topic this worker owns now.",
+    multiprocess_mode="liveall",
+)
 DEPENDENCY_UP = Gauge(
     "feed_dependency_up",
     "1 if the last readiness check (/readyz) reached the dependency, else 0.",

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -106,6 +107,92 @@ def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait(timeout)
+
+
+class TcpProxy:
+    """A TCP proxy to ``target`` on a free local port, that a test can close and reopen to
+    make one client lose its server while the others keep theirs.
+
+    Closed, it refuses new connections and cuts the ones it carries, as a server that went
+    away would. Use it as a context manager; it listens from the start.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+
+    def __enter__(self) -> "TcpProxy":
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        # accept() wakes up now and then, so that close() can end the thread.
+        listener.settimeout(0.1)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            listener.close()
+        for sock in sockets:
+            _socket_cut(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _socket_cut(client)
+                continue
+            client.settimeout(None)
+            server.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:
+                    _socket_cut(client)
+                    _socket_cut(server)
+                    return
+                self._sockets |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            self._sockets -= {source, sink}
+        _socket_cut(source)
+        _socket_cut(sink)
+
+
+def _socket_cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def metric_sum(text: str, name: str) -> float:
