@@ -134,6 +134,8 @@ class FanoutWorker:
         self.max_retries = max_retries
         self.breaker = breaker or DeadLetterBreaker(max_ratio=1.0, window=1)
         self._stopping = False
+        # Fetched but not yet applied: applied first in the next batch.
+        self._pending: list[Message] = []
         self._lag_refreshed = 0.0
         self.trim_interval = trim_interval
         self._untrimmed: set[int] = set()
@@ -186,10 +188,16 @@ class FanoutWorker:
             self.consumer.close()
 
     def run_once(self) -> int:
-        """Consume and apply at most one batch; return how many messages it held."""
+        """Consume and apply at most one batch; return how many messages it held.
+
+        Messages kept from an earlier call (fetched during a retry wait, or held when a
+        stop interrupted a retry) come first, so that no offset is committed past them.
+        """
         if not self._recovered:
             self._recover()
         messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if _ok(m)]
+        if pending := self._take_pending():
+            messages = _in_order([*pending, *messages])
         if messages:
             self._apply_with_retry(messages)
         if self._trimming or (self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval):
@@ -214,6 +222,14 @@ class FanoutWorker:
         if users or published:
             logger.info("recovered", extra={"pages_invalidated": users, "dead_letters_published": published})
 
+    def _take_pending(self) -> list[Message]:
+        """The kept messages of partitions still owned (a revoked one is another's now)."""
+        if not self._pending:
+            return []
+        owned = self._owned()
+        pending, self._pending = self._pending, []
+        return [m for m in pending if (m.topic(), m.partition()) in owned]
+
     def _apply_with_retry(self, messages: Sequence[Message]) -> None:
         backoff = RETRY_BACKOFF_MIN
         while True:
@@ -227,7 +243,9 @@ class FanoutWorker:
             self._wait(backoff)
             backoff = min(backoff * 2, RETRY_BACKOFF_MAX)
             if self._stopping:
-                # Uncommitted: the group hands these messages out again.
+                # Kept, ahead of what the wait fetched: nothing is committed past them. If
+                # the loop ends here instead, they are uncommitted, and handed out again.
+                self._pending = [*messages, *self._pending]
                 return
             # A rebalance while waiting may have given some partitions to another worker.
             owned = self._owned()
@@ -236,12 +254,26 @@ class FanoutWorker:
                 return
 
     def _wait(self, seconds: float) -> None:
-        """Sleep while still polling, so that the group does not evict this member."""
+        """Sleep while still polling, so that the group does not evict this member.
+
+        The assigned partitions are paused, but a rebalance meanwhile can assign more, and
+        poll then returns their messages: each is kept for the next batch, and its
+        partition paused until the wait ends. Pausing drops what was fetched ahead, and
+        resuming fetches again from the message after the last one returned, so nothing
+        is skipped.
+        """
         self.consumer.pause(self.consumer.assignment())
         deadline = time.monotonic() + seconds
         try:
             while not self._stopping and (left := deadline - time.monotonic()) > 0:
-                self.consumer.poll(min(left, 0.5))
+                message = self.consumer.poll(min(left, 0.5))
+                if message is not None and _ok(message):
+                    self._pending.append(message)
+                    self.consumer.pause([TopicPartition(message.topic(), message.partition())])
+                    logger.info(
+                        "kept a message fetched while waiting; pausing its partition",
+                        extra={"partition": message.partition(), "offset": message.offset()},
+                    )
         finally:
             self.consumer.resume(self.consumer.assignment())
 
@@ -460,6 +492,13 @@ def _next_offsets(messages: Sequence[Message]) -> dict[Partition, int]:
         key = (m.topic(), m.partition())
         next_offsets[key] = max(next_offsets.get(key, 0), m.offset() + 1)
     return next_offsets
+
+
+def _in_order(messages: Sequence[Message]) -> list[Message]:
+    """The messages in offset order per partition, without repeats (a partition revoked and
+    assigned back is fetched again from its committed offset)."""
+    unique = {(m.topic(), m.partition(), m.offset()): m for m in reversed(messages)}
+    return [unique[key] for key in sorted(unique)]
 
 
 def _ranges(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:

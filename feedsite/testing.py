@@ -1,6 +1,7 @@
 """Helpers for the test suite and failure drills: polling with a deadline, reading topics and
 metrics, child processes, restarting the local services."""
 
+import contextlib
 import os
 import re
 import socket
@@ -176,11 +177,9 @@ class TcpProxy:
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
-        except OSError:
-            pass
         with self._lock:
             self._sockets -= {source, sink}
         _socket_cut(source)
@@ -188,10 +187,8 @@ class TcpProxy:
 
 
 def _socket_cut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 

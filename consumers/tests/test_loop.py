@@ -497,3 +497,28 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     assert cache.page_lookup(fan.pk)[0] is None
     assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
     assert not StalePages.objects.exists()
+def test_a_batch_interrupted_by_a_stop_during_an_outage_is_kept_not_dropped(
+    worker, settings, make_user, monkeypatch
+):
+    author = make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(3)]
+    assert producer_flush(10) == 0
+    real = handlers.HANDLERS[POST_CREATED]
+
+    def outage_then_stop(events):
+        worker.stop()
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, outage_then_stop)
+    drain(worker, 3)
+    assert not FeedEntry.objects.exists()
+    assert committed(worker, settings) == 0
+
+    # A driver that goes on after the stop (run() would close the consumer instead) gets
+    # the same messages again, applied before anything fetched after them.
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, real)
+    worker._stopping = False
+    drain(worker, 3)
+
+    assert set(FeedEntry.objects.values_list("post_id", flat=True)) == {p.pk for p in posts}
+    assert committed(worker, settings) == 3

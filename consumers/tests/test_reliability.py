@@ -22,6 +22,7 @@ from consumers.models import AppliedOffset, DeadLetter
 from consumers.producer import message_publish, producer_flush
 from feeds.models import FeedEntry
 from feedsite.testing import (
+    TcpProxy,
     free_port,
     metric_sum,
     offsets_committed,
@@ -107,6 +108,14 @@ def assert_exact(graph: Graph) -> None:
 def scrape(port: int, name: str) -> float:
     """The sum of a metric's samples, over all label values, as the worker exports it."""
     return metric_sum(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, name)
+
+
+def owned(port: int) -> float:
+    """How many partitions a worker owns; 0 until its metrics server answers."""
+    try:
+        return scrape(port, "feed_fanout_assigned_partitions")
+    except requests.ConnectionError:
+        return 0
 
 
 def worker_env(kafka, **extra):
@@ -268,3 +277,77 @@ def test_two_workers_share_the_load_and_one_can_leave_mid_load(kafka, settings, 
     finally:
         stop_process(first)
         stop_process(second)
+
+
+def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, settings, tmp_path):
+    # Thirty authors: each round of thirty posts lands on every partition.
+    graph = Graph(authors=30, fans=10, posts=60)
+    first_round, second_round = graph.posts[:30], graph.posts[30:]
+    db = settings.DATABASES["default"]
+    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+    with TcpProxy((host, port)) as proxy:
+        stays_port, leaves_port = free_port(), free_port()
+        leaves = start_manage(
+            ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(leaves_port)), tmp_path / "leaves.log"
+        )
+        stays_env = worker_env(kafka, FANOUT_METRICS_PORT=str(stays_port))
+        # Only this worker reaches PostgreSQL through the proxy.
+        stays_env["DATABASE_URL"] = stays_env["DATABASE_URL"].replace(
+            f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/"
+        )
+        stays = None
+        try:
+            wait_for(
+                lambda: owned(leaves_port) == 3,
+                timeout=60,
+                what="the first worker to own every partition",
+            )
+            stays = start_manage(["run_fanout"], stays_env, tmp_path / "stays.log")
+            wait_for(
+                lambda: owned(stays_port) >= 1 and owned(leaves_port) <= 2,
+                timeout=60,
+                what="the two workers to share the partitions",
+            )
+
+            # The database goes away for one worker: it holds its batch and waits.
+            proxy.close()
+            graph.publish(settings.FEED_EVENTS_TOPIC, posts=first_round)
+            wait_for(
+                lambda: scrape(stays_port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
+                timeout=30,
+                what="the worker behind the proxy to wait for the database",
+            )
+            # The other leaves: its partitions move to the waiting worker, and more
+            # events arrive on them meanwhile.
+            leaves.send_signal(signal.SIGTERM)
+            assert leaves.wait(30) == 0
+            graph.publish(settings.FEED_EVENTS_TOPIC, posts=second_round)
+            wait_for(
+                lambda: owned(stays_port) == 3,
+                timeout=60,
+                what="the waiting worker to take every partition over",
+            )
+            # Two more retries: at least one whole wait since it took them over, long
+            # enough to have fetched from them.
+            retries = scrape(stays_port, 'feed_fanout_retries_total{reason="unavailable"}')
+            wait_for(
+                lambda: scrape(stays_port, 'feed_fanout_retries_total{reason="unavailable"}') >= retries + 2,
+                timeout=60,
+                what="a whole retry wait after the takeover",
+            )
+            assert FeedEntry.objects.count() < len(graph.expected), "everything was applied before the outage"
+
+            proxy.open()
+            try:
+                wait_for(lambda: feed_pairs() >= graph.expected, timeout=90, what="every post in every feed")
+            except pytest.fail.Exception:
+                missing = {post_id for _, post_id in graph.expected - feed_pairs()}
+                pytest.fail(f"{len(missing)} of {len(graph.posts)} posts never reached the feeds")
+            assert_exact(graph)
+            assert stays.poll() is None, "the worker died instead of waiting"
+            # The drill reached the case it is about.
+            assert "kept a message fetched while waiting" in (tmp_path / "stays.log").read_text()
+        finally:
+            stop_process(leaves)
+            if stays is not None:
+                stop_process(stays)
