@@ -19,8 +19,10 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from itertools import groupby
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
@@ -38,7 +40,7 @@ from consumers.handlers import HANDLERS
 from consumers.models import AppliedOffset, DeadLetter
 from consumers.producer import DeliveryFailed
 from consumers.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
-from consumers.topics import Topic, kafka_config
+from consumers.topics import Topic, kafka_config, topic_id_lookup
 from feeds.cache import pages_invalidate
 from feeds.services import FeedChanges, feeds_trim
 from feedsite import metrics
@@ -64,6 +66,14 @@ TRIM_STEP = 500
 
 Partition = tuple[str, int]
 Offsets = dict[Partition, int]
+
+
+class Stored(NamedTuple):
+    """A partition's row in AppliedOffset."""
+
+    next_offset: int
+    fetched_offset: int
+    topic_id: str
 
 
 class BreakerOpen(Exception):
@@ -136,6 +146,8 @@ class FanoutWorker:
         self._stopping = False
         # Fetched but not yet applied: applied first in the next batch.
         self._pending: list[Message] = []
+        self._admin: AdminClient | None = None
+        self._topic_ids: dict[str, str] = {}
         self._lag_refreshed = 0.0
         self.trim_interval = trim_interval
         self._untrimmed: set[int] = set()
@@ -284,8 +296,11 @@ class FanoutWorker:
 
     def _apply_batch(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
-        applied_to, fetched_to = self._stored_offsets(messages)
+        stored = self._stored_offsets(messages)
+        self._forget_stale_offsets(messages, stored)
         self._store_offsets(messages, column="fetched_offset")
+        applied_to = {key: row.next_offset for key, row in stored.items()}
+        fetched_to = {key: row.fetched_offset for key, row in stored.items()}
         fresh = [m for m in messages if m.offset() >= applied_to.get((m.topic(), m.partition()), 0)]
         refetched = [m for m in fresh if m.offset() < fetched_to.get((m.topic(), m.partition()), 0)]
         if len(fresh) < len(messages):
@@ -429,33 +444,91 @@ class FanoutWorker:
             extra={"feeds": len(users), "deleted": deleted, "seconds": round(time.monotonic() - started, 3)},
         )
 
-    def _stored_offsets(
-        self, messages: Sequence[Message]
-    ) -> tuple[dict[Partition, int], dict[Partition, int]]:
-        """The applied and the fetched offsets stored for the batch's partitions."""
+    def _stored_offsets(self, messages: Sequence[Message]) -> dict[Partition, Stored]:
+        """The rows stored for the batch's partitions."""
         partitions = {(m.topic(), m.partition()) for m in messages}
         rows = AppliedOffset.objects.filter(
             consumer_group=self.group_id,
             topic__in={t for t, _ in partitions},
             partition__in={p for _, p in partitions},
-        ).values_list("topic", "partition", "next_offset", "fetched_offset")
-        return {(t, p): n for t, p, n, _ in rows}, {(t, p): f for t, p, _, f in rows}
+        ).values_list("topic", "partition", "next_offset", "fetched_offset", "topic_id")
+        return {(t, p): Stored(n, f, i) for t, p, n, f, i in rows if (t, p) in partitions}
+
+    def _forget_stale_offsets(self, messages: Sequence[Message], stored: dict[Partition, Stored]) -> None:
+        """Forget, in ``stored`` and in the table, offsets stored for an earlier topic of
+        the same name.
+
+        A topic deleted and created again (a broker that lost its data, a migration, by
+        hand) starts from offset 0, so offsets of its predecessor would skip its first
+        events as already applied. A batch that would skip something asks the broker for
+        the topic's id first (one metadata request, only then) and compares it with the
+        id stored with the offsets. Rows stored without an id (before ids were kept, or
+        from a broker that has none) cannot be checked, and are trusted.
+        """
+        skipping = {
+            key
+            for m in messages
+            if (key := (m.topic(), m.partition())) in stored and m.offset() < stored[key].next_offset
+        }
+        for topic in sorted({t for t, _ in skipping}):
+            current = self._topic_id(topic, fresh=True)
+            stale = sorted(
+                key
+                for key, row in stored.items()
+                if key[0] == topic and current and row.topic_id and row.topic_id != current
+            )
+            for key in stale:
+                metrics.FANOUT_STALE_OFFSETS.inc()
+                logger.warning(
+                    "offsets stored for an earlier topic %s (id %s, now %s) forgotten; next_offset was %d",
+                    topic,
+                    stored[key].topic_id,
+                    current,
+                    stored[key].next_offset,
+                    extra={"partition": key[1]},
+                )
+                del stored[key]
+            if stale:
+                AppliedOffset.objects.filter(
+                    consumer_group=self.group_id, topic=topic, partition__in=[p for _, p in stale]
+                ).update(next_offset=0, fetched_offset=0, topic_id=current, updated_at=timezone.now())
+
+    def _topic_id(self, topic: str, *, fresh: bool = False) -> str:
+        """The broker's id of ``topic``, as last looked up ("" if the broker has none)."""
+        if fresh or topic not in self._topic_ids:
+            if self._admin is None:
+                self._admin = AdminClient(kafka_config())
+            topic_id = topic_id_lookup(topic, admin=self._admin)
+            if not topic_id and topic not in self._topic_ids:
+                logger.warning(
+                    "the broker reports no id for topic %s: offsets stored for a topic deleted "
+                    "and created again under its name cannot be told apart",
+                    topic,
+                )
+            self._topic_ids[topic] = topic_id
+        return self._topic_ids[topic]
 
     def _store_offsets(self, messages: Sequence[Message], *, column: str) -> None:
-        """Raise ``column`` (next_offset or fetched_offset) to each partition's next offset."""
+        """Raise ``column`` (next_offset or fetched_offset) to each partition's next offset.
+
+        A row stored without a topic id takes the topic's id now; one stored with another
+        id keeps it, so that ``_forget_stale_offsets`` still tells it apart.
+        """
         assert column in {"next_offset", "fetched_offset"}
         table = AppliedOffset._meta.db_table
-        rows = [(self.group_id, t, p, o) for (t, p), o in _next_offsets(messages).items()]
-        values = ", ".join(["(%s, %s, %s::integer, %s::bigint)"] * len(rows))
+        rows = [(self.group_id, t, p, o, self._topic_id(t)) for (t, p), o in _next_offsets(messages).items()]
+        values = ", ".join(["(%s, %s, %s::integer, %s::bigint, %s)"] * len(rows))
         # A new row starts with both offsets at what is known: fetched, and maybe applied.
         applied = "o" if column == "next_offset" else "0"
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} "
-                "(consumer_group, topic, partition, next_offset, fetched_offset, updated_at) "
-                f"SELECT g, t, p, {applied}, o, now() FROM (VALUES {values}) AS batch (g, t, p, o) "
+                "(consumer_group, topic, partition, next_offset, fetched_offset, topic_id, updated_at) "
+                f"SELECT g, t, p, {applied}, o, i, now() "
+                f"FROM (VALUES {values}) AS batch (g, t, p, o, i) "
                 "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
                 f"{column} = GREATEST({table}.{column}, EXCLUDED.{column}), "
+                f"topic_id = COALESCE(NULLIF({table}.topic_id, ''), EXCLUDED.topic_id), "
                 "updated_at = EXCLUDED.updated_at",
                 [value for row in rows for value in row],
             )

@@ -98,13 +98,19 @@ class AppliedOffset(models.Model):
     """Per consumer group and partition: the next offset to apply, written in the same
     transaction as the feed entries, so a redelivered message is recognised and skipped;
     and the offset after the last message fetched, written before a batch is applied, so
-    a message fetched again after an unclean stop is counted as reprocessed."""
+    a message fetched again after an unclean stop is counted as reprocessed.
+
+    ``topic_id`` is the broker's id of the topic the offsets were read from: a topic deleted
+    and created again under the same name gets a new one, and starts from offset 0 again,
+    so offsets stored under another id say nothing about it. Empty for rows written before
+    ids were kept, and on brokers that have none."""
 
     consumer_group = models.CharField(max_length=255)
     topic = models.CharField(max_length=255)
     partition = models.IntegerField()
     next_offset = models.BigIntegerField()
     fetched_offset = models.BigIntegerField(default=0)
+    topic_id = models.CharField(max_length=64, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -4,7 +4,7 @@ import enum
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
@@ -62,3 +62,19 @@ def broker_ping(*, timeout: float = 2.0) -> None:
     """Raise KafkaException unless a broker answers a metadata request within ``timeout``."""
     admin = AdminClient(kafka_config())
     admin.list_topics(timeout=timeout)
+
+
+def topic_id_lookup(topic: str, *, admin: AdminClient | None = None, timeout: float = 10.0) -> str:
+    """The broker's id of ``topic`` as text, new each time the topic is created; "" if the
+    broker has none (Apache Kafka before 2.8).
+
+    Raises KafkaException if the broker does not answer or does not know the topic.
+    """
+    admin = admin or AdminClient(kafka_config())
+    futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+    topic_id = futures[topic].result(timeout).topic_id
+    if topic_id is None or (
+        topic_id.get_most_significant_bits() == 0 and topic_id.get_least_significant_bits() == 0
+    ):
+        return ""
+    return str(topic_id)

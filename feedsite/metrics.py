@@ -49,6 +49,11 @@ FANOUT_REPROCESSED = Counter(
     "or not yet applied (applied now).",
     ["reason"],
 )
+FANOUT_STALE_OFFSETS = Counter(
+    "feed_fanout_stale_offsets",
+    "Partitions whose stored offsets belonged to an earlier topic of the same name (deleted "
+    "and created again), and were forgotten instead of skipping the new topic's events.",
+)
 FANOUT_RETRIES = Counter("feed_fanout_retries", "Batch or event retries, by reason.", ["reason"])
 FANOUT_BREAKER_OPEN = Gauge(
     "feed_fanout_breaker_open",

@@ -4,20 +4,22 @@ import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka.admin import AdminClient
 from django.core.management import call_command
 from django.db.utils import OperationalError
 from prometheus_client import REGISTRY
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers import deadletters, handlers, loop
+from consumers import deadletters, handlers, loop, producer
 from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
-from consumers.models import DeadLetter, StalePages
+from consumers.models import AppliedOffset, DeadLetter, StalePages
 from consumers.producer import DeliveryFailed, message_publish, producer_flush
+from consumers.topics import kafka_config, topics_ensure
 from feeds import cache
 from feeds.models import FeedEntry
-from feedsite.testing import drain, fail_post_created_on, offsets_committed, topic_read
+from feedsite.testing import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
 from follows.models import Follow
 from posts.models import Post
 
@@ -497,6 +499,8 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     assert cache.page_lookup(fan.pk)[0] is None
     assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
     assert not StalePages.objects.exists()
+
+
 def test_a_batch_interrupted_by_a_stop_during_an_outage_is_kept_not_dropped(
     worker, settings, make_user, monkeypatch
 ):
@@ -522,3 +526,54 @@ def test_a_batch_interrupted_by_a_stop_during_an_outage_is_kept_not_dropped(
 
     assert set(FeedEntry.objects.values_list("post_id", flat=True)) == {p.pk for p in posts}
     assert committed(worker, settings) == 3
+
+
+@pytest.mark.django_db
+def test_offsets_stored_for_a_deleted_topic_do_not_skip_the_events_of_its_successor(
+    worker, settings, make_user
+):
+    author = make_user()
+    before = [Post.objects.create(author=author, content=f"before {i}") for i in range(4)]
+    publish(settings, *(created(p) for p in before), key=str(author.pk))
+    drain(worker, 4)
+    [row] = AppliedOffset.objects.filter(consumer_group=settings.FANOUT_GROUP_ID)
+    assert row.next_offset == 4
+    # Closed first: librdkafka clients that saw the old topic may crash on meeting the new
+    # one (a topic id changing under a cached name, confluentinc/librdkafka#4964).
+    worker.consumer.close()
+    stale_before = sample("feed_fanout_stale_offsets_total")
+
+    # The topic is deleted and created again: its offsets start from 0 once more.
+    admin = AdminClient(kafka_config())
+    for future in admin.delete_topics([settings.FEED_EVENTS_TOPIC], operation_timeout=10).values():
+        future.result(10)
+    wait_for(
+        lambda: settings.FEED_EVENTS_TOPIC not in admin.list_topics(timeout=10).topics,
+        timeout=30,
+        what="the topic to be gone",
+    )
+    assert topics_ensure() == [settings.FEED_EVENTS_TOPIC]
+    producer.producer_reset()
+    after = [Post.objects.create(author=author, content=f"after {i}") for i in range(3)]
+    publish(settings, *(created(p) for p in after), key=str(author.pk))
+    successor = FanoutWorker(
+        consumer=consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000),
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=0.2,
+    )
+    successor.consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    try:
+        drain(successor, 3)
+    finally:
+        successor.consumer.close()
+
+    assert set(FeedEntry.objects.values_list("post_id", flat=True)) == {p.pk for p in before + after}
+    row.refresh_from_db()
+    assert row.next_offset == 3
+    assert sample("feed_fanout_stale_offsets_total") == stale_before + 1
