@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('consumers', '0002_outbox_and_applied_offsets'),
+        ('consumers', '0004_deadletter_published_at_and_stale_pages'),
     ]
 
     operations = [
