@@ -501,6 +501,7 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     assert not StalePages.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_batch_interrupted_by_a_stop_during_an_outage_is_kept_not_dropped(
     worker, settings, make_user, monkeypatch
 ):
