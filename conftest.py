@@ -11,11 +11,11 @@ from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from consumers import producer
-from consumers.devbroker import broker_start, broker_stop
 from consumers.loop import FanoutWorker, consumer_build
-from consumers.topics import topics_ensure
-from feedsite.testing import free_port
+from devtools.broker import broker_start, broker_stop
+from eventbus import producer
+from eventbus.topics import topics_ensure
+from tests.helpers import free_port
 
 User = get_user_model()
 _names = itertools.count()

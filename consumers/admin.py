@@ -5,8 +5,8 @@ from django.utils.html import format_html
 
 from consumers.deadletters import dead_letters_discard, dead_letters_replay
 from consumers.models import DeadLetter
-from consumers.producer import DeliveryFailed
-from feedsite.adminlog import admin_log
+from core.adminlog import admin_log
+from eventbus.producer import DeliveryFailed
 
 
 @admin.register(DeadLetter)

@@ -11,9 +11,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from consumers.models import DeadLetter
-from consumers.producer import messages_publish_confirmed
-from consumers.topics import Topic
-from feedsite import metrics
+from core import metrics
+from eventbus.producer import messages_publish_confirmed
+from eventbus.topics import Topic
 
 # Headers the DLQ adds to a dead-lettered message; a replay strips them again.
 HEADER_PREFIX = "dlq."

@@ -6,9 +6,9 @@ changed in the feeds, so that the loop can invalidate cached pages and trim feed
 
 from collections.abc import Callable, Sequence
 
-from consumers.events import FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
+from core import metrics
+from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
 from feeds.services import FeedChanges, feed_backfill, feed_fanout_posts, feed_remove_posts, feed_unfollow
-from feedsite import metrics
 
 Handler = Callable[[Sequence[Event]], FeedChanges]
 

@@ -35,16 +35,16 @@ from consumers.deadletters import (
     dead_letters_publish_pending,
     dead_letters_record,
 )
-from consumers.events import POST_CREATED, Event, PoisonMessage, UnknownEventType, event_decode
 from consumers.handlers import HANDLERS
 from consumers.models import AppliedOffset, DeadLetter
-from consumers.producer import DeliveryFailed
 from consumers.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
-from consumers.topics import Topic, kafka_config, topic_id_lookup
+from core import metrics
+from core.logcontext import log_context
+from eventbus.events import POST_CREATED, Event, PoisonMessage, UnknownEventType, event_decode
+from eventbus.producer import DeliveryFailed
+from eventbus.topics import Topic, kafka_config, topic_id_lookup
 from feeds.cache import pages_invalidate
 from feeds.services import FeedChanges, feeds_trim
-from feedsite import metrics
-from feedsite.logcontext import log_context
 
 logger = logging.getLogger(__name__)
 

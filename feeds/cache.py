@@ -20,7 +20,7 @@ from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from feedsite.cache_keys import feed_generation_key, feed_page_key
+from core.cache_keys import feed_generation_key, feed_page_key
 
 logger = logging.getLogger(__name__)
 

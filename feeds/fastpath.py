@@ -29,11 +29,11 @@ from django_prometheus.middleware import Metrics
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
+from core import metrics
+from core.cache_keys import auth_epoch_key, auth_token_key, feed_generation_key, feed_page_key
+from core.converters import IdConverter
+from core.logcontext import REQUEST_ID_HEADER, request_id_of
 from feeds.cache import page_body
-from feedsite import metrics
-from feedsite.cache_keys import auth_epoch_key, auth_token_key, feed_generation_key, feed_page_key
-from feedsite.logcontext import REQUEST_ID_HEADER, request_id_of
-from feedsite.urls import IdConverter
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from core import metrics
 from feeds import cache
 from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry, PulledAuthor
-from feedsite import metrics
 from follows.models import Follow
 from posts.models import Post
 from posts.serializers import post_json

@@ -5,10 +5,10 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, UNAUTHENTICATED
+from core.throttling import FeedReadThrottle
 from feeds.selectors import feed_page
 from feeds.serializers import FeedPageSerializer, FeedQuerySerializer
-from feedsite.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, UNAUTHENTICATED
-from feedsite.throttling import FeedReadThrottle
 
 User = get_user_model()
 

@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from redis.exceptions import RedisError
 
-from feedsite.throttling import STORE_DOWN_RETRY_AFTER, account_ident, client_ip, rate_wait
+from core.throttling import STORE_DOWN_RETRY_AFTER, account_ident, client_ip, rate_wait
 
 logger = logging.getLogger(__name__)
 

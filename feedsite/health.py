@@ -16,9 +16,9 @@ from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 from django_redis import get_redis_connection
 
-from consumers.producer import producer_get
-from feedsite import metrics
-from feedsite.throttling import client_ip
+from core import metrics
+from core.throttling import client_ip
+from eventbus.producer import producer_get
 
 logger = logging.getLogger(__name__)
 

@@ -2,24 +2,12 @@ from django.contrib import admin
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.converters import IdConverter
 from feeds.views import FeedView
 from feedsite.adminlogin import admin_login
 from feedsite.health import healthz, metrics_export, readyz
 from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
 from posts.views import PostCreateView, PostDetailView
-
-
-class IdConverter:
-    """A positive id that fits PostgreSQL's bigint; anything else does not match (404)."""
-
-    regex = "[1-9][0-9]{0,17}"
-
-    def to_python(self, value: str) -> int:
-        return int(value)
-
-    def to_url(self, value: int) -> str:
-        return str(value)
-
 
 register_converter(IdConverter, "id")
 
@@ -42,5 +30,5 @@ urlpatterns = [
 ]
 
 # JSON, like every other API error, for URLs that match nothing and for crashes.
-handler404 = "feedsite.exceptions.not_found"
-handler500 = "feedsite.exceptions.server_error"
+handler404 = "core.exceptions.not_found"
+handler500 = "core.exceptions.server_error"

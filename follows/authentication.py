@@ -31,8 +31,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from feedsite.cache_keys import auth_epoch_key, auth_epoch_key_prefix, auth_token_key
-from feedsite.logcontext import log_bind
+from core.cache_keys import auth_epoch_key, auth_epoch_key_prefix, auth_token_key
+from core.logcontext import log_bind
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from consumers.events import FOLLOW_CREATED, FOLLOW_DELETED, FollowChanged, event_build
-from consumers.outbox import outbox_enqueue
+from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, FollowChanged, event_build
+from eventbus.outbox import outbox_enqueue
 from follows.authentication import cached_tokens_forget
 from follows.models import Follow
 from follows.services import user_tokens_revoke

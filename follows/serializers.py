@@ -3,7 +3,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from feedsite.fields import StrictCharField
+from core.fields import StrictCharField
 from follows.models import Follow
 
 User = get_user_model()

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedsite.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE
-from feedsite.throttling import AccountLoginThrottle, FollowCreateThrottle, SignupThrottle, TokenThrottle
+from core.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE
+from core.throttling import AccountLoginThrottle, FollowCreateThrottle, SignupThrottle, TokenThrottle
 from follows.models import Follow
 from follows.serializers import FollowCreateSerializer, FollowSerializer, UserCreateSerializer
 from follows.services import (

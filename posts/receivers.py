@@ -6,8 +6,8 @@ sees a delete after the create it undoes.
 
 from typing import Any
 
-from consumers.events import POST_CREATED, POST_DELETED, PostCreated, PostDeleted, event_build
-from consumers.outbox import outbox_enqueue
+from eventbus.events import POST_CREATED, POST_DELETED, PostCreated, PostDeleted, event_build
+from eventbus.outbox import outbox_enqueue
 from posts.models import Post
 
 
@@ -18,7 +18,7 @@ def announce_post_created(sender: type[Post], instance: Post, created: bool, **k
         event_type=POST_CREATED,
         payload=PostCreated(post_id=instance.pk, author_id=instance.author_id),
     )
-    # Published once the transaction commits; see consumers.outbox.
+    # Published once the transaction commits; see eventbus.outbox.
     outbox_enqueue(event=event, key=str(instance.author_id))
 
 

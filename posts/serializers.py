@@ -3,7 +3,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from feedsite.fields import StrictCharField
+from core.fields import StrictCharField
 from posts.models import Post
 
 

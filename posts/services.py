@@ -1,7 +1,7 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from feedsite import metrics
+from core import metrics
 from posts.models import Post
 
 

@@ -5,8 +5,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedsite.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED
-from feedsite.throttling import PostCreateThrottle
+from core.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED
+from core.throttling import PostCreateThrottle
 from posts.models import Post
 from posts.selectors import post_get
 from posts.serializers import PostCreateSerializer, PostSerializer, post_json

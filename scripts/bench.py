@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from stack import Stack, database_recreate, wait_http  # noqa: E402
 
-from feedsite.testing import free_port  # noqa: E402
+from devtools.processes import free_port  # noqa: E402
 
 # The two big accounts: one above FANOUT_FOLLOWER_LIMIT (merged at read time), one below.
 CELEBRITY_FOLLOWERS = (20_000, 9_000)
@@ -240,7 +240,7 @@ def open_loop(results: dict, key: str, kind: str, base: str, users_file: Path, s
 def metric(url: str, name: str) -> float:
     import requests
 
-    from feedsite.testing import metric_sum
+    from devtools.processes import metric_sum
 
     return metric_sum(requests.get(url, timeout=5).text, name)
 
@@ -425,8 +425,8 @@ def main() -> int:
         "graph": {k: graph[k] for k in ("accounts", "follows")},
     }
 
-    from consumers.devbroker import broker_start, broker_stop
-    from consumers.topics import topics_ensure
+    from devtools.broker import broker_start, broker_stop
+    from eventbus.topics import topics_ensure
 
     broker = broker_start(bootstrap, log=RUN_DIR / "broker.log")
     stack = Stack(env, RUN_DIR)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from stack import Stack, database_recreate, wait_http  # noqa: E402
 
-from feedsite.testing import free_port, restart_postgres  # noqa: E402
+from devtools.processes import free_port, restart_postgres  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -73,8 +73,8 @@ def main() -> int:
 
     database_recreate(env)
 
-    from consumers.devbroker import broker_start, broker_stop
-    from consumers.topics import topics_ensure
+    from devtools.broker import broker_start, broker_stop
+    from eventbus.topics import topics_ensure
 
     broker = broker_start(bootstrap, log=RUN_DIR / "broker.log")
     topics_ensure()
@@ -187,7 +187,7 @@ def wait_drained(timeout: float) -> bool:
     """
     from django.db import connection
 
-    from consumers.models import OutboxMessage
+    from eventbus.models import OutboxMessage
 
     deadline = time.monotonic() + timeout
     unsent = lost = -1

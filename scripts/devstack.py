@@ -64,7 +64,7 @@ def database_ensure() -> None:
 
 def broker_ensure() -> subprocess.Popen | None:
     """Start the dev broker unless one already answers; return it if we started it."""
-    from consumers.devbroker import broker_answers, broker_start
+    from devtools.broker import broker_answers, broker_start
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     if broker_answers(bootstrap):
@@ -120,7 +120,7 @@ def run() -> int:
                 child.kill()
                 child.wait()
         if broker is not None:
-            from consumers.devbroker import broker_stop
+            from devtools.broker import broker_stop
 
             broker_stop(broker)
         log("stopped")

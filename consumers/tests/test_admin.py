@@ -6,11 +6,12 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from consumers.models import DeadLetter, OutboxMessage
+from consumers.models import DeadLetter
+from eventbus.models import OutboxMessage
 from feeds.models import FeedEntry, PulledAuthor
-from feedsite.testing import topic_read
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import topic_read
 
 User = get_user_model()
 

@@ -5,9 +5,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from consumers import producer
 from consumers.models import DeadLetter
-from feedsite.testing import free_port, topic_read
+from eventbus import producer
+from tests.helpers import free_port, topic_read
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import pytest
 import requests
 
 from consumers.models import DeadLetter
-from consumers.producer import message_publish, producer_flush
-from feedsite.testing import (
+from eventbus.producer import message_publish, producer_flush
+from tests.helpers import (
     free_port,
     metric_sum,
     start_manage,

@@ -11,17 +11,18 @@ from prometheus_client import REGISTRY
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers import deadletters, handlers, loop, producer
-from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
+from consumers import deadletters, handlers, loop
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
 from consumers.models import AppliedOffset, DeadLetter, StalePages
-from consumers.producer import DeliveryFailed, message_publish, producer_flush
-from consumers.topics import kafka_config, topics_ensure
+from eventbus import producer
+from eventbus.events import POST_CREATED, PostCreated, event_build, event_encode
+from eventbus.producer import DeliveryFailed, message_publish, producer_flush
+from eventbus.topics import kafka_config, topics_ensure
 from feeds import cache
 from feeds.models import FeedEntry
-from feedsite.testing import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
 
 
 def publish(settings, *values: bytes, key: str = "1") -> None:

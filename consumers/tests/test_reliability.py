@@ -16,12 +16,14 @@ from confluent_kafka import TopicPartition
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
 from consumers.loop import consumer_build
 from consumers.models import AppliedOffset, DeadLetter
-from consumers.producer import message_publish, producer_flush
+from eventbus.events import POST_CREATED, PostCreated, event_build, event_encode
+from eventbus.producer import message_publish, producer_flush
 from feeds.models import FeedEntry
-from feedsite.testing import (
+from follows.models import Follow
+from posts.models import Post
+from tests.helpers import (
     TcpProxy,
     free_port,
     metric_sum,
@@ -33,8 +35,6 @@ from feedsite.testing import (
     subprocess_env,
     wait_for,
 )
-from follows.models import Follow
-from posts.models import Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 User = get_user_model()

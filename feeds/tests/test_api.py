@@ -3,11 +3,11 @@ from django_redis import get_redis_connection
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
+from core.cache_keys import feed_generation_key
 from feeds import cache
 from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry
 from feeds.services import feed_fanout_posts
-from feedsite.cache_keys import feed_generation_key
 from follows.models import Follow
 from posts.models import Post
 

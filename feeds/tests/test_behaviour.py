@@ -2,11 +2,11 @@
 
 import pytest
 
-from consumers.models import OutboxMessage
+from eventbus.models import OutboxMessage
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.services import feeds_trim
-from feedsite.testing import drain
 from follows.models import Follow
+from tests.helpers import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

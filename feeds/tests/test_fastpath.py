@@ -13,12 +13,12 @@ from django_redis import get_redis_connection
 from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
+from core.cache_keys import feed_generation_key
 from feeds import cache
 from feeds.fastpath import CachedFeedPages
 from feeds.models import FeedEntry
-from feedsite.cache_keys import feed_generation_key
-from feedsite.testing import free_port
 from posts.models import Post
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -14,11 +14,11 @@ from feeds.models import FeedEntry, PulledAuthor
 from feeds.rebuild import feeds_rebuild_batch
 from feeds.selectors import feed_page
 from feeds.services import feed_fanout_posts, feed_unfollow, feeds_rebuild
-from feedsite.testing import drain, wait_for
 from follows.models import Follow
 from follows.services import follow_create, follow_delete
 from posts.models import Post
 from posts.services import post_create, post_delete
+from tests.helpers import drain, wait_for
 
 User = get_user_model()
 

@@ -5,9 +5,9 @@ from django.db import connection, transaction
 
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.services import feed_backfill, feed_fanout_posts, feed_remove_posts, feed_unfollow, feeds_trim
-from feedsite.testing import wait_for
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db
 

@@ -67,15 +67,18 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "eventbus",
     "posts",
     "follows",
     "feeds",
     "consumers",
+    # Development tooling (seed_demo); nothing in the apps above imports it.
+    "devtools",
 ]
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "feedsite.logcontext.RequestContextMiddleware",
+    "core.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -262,10 +265,10 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["follows.authentication.CachedTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["feedsite.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "EXCEPTION_HANDLER": "feedsite.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     # Proxies in front of the API that append to X-Forwarded-For; 0 trusts only the
     # socket's address, so clients cannot pick the IP they are throttled as. Default: 0.
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
@@ -380,10 +383,10 @@ if LOG_FORMAT not in {"json", "console"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "feedsite.logcontext.ContextFilter"}},
+    "filters": {"context": {"()": "core.logcontext.ContextFilter"}},
     "formatters": {
-        "json": {"()": "feedsite.logcontext.JsonLineFormatter"},
-        "console": {"()": "feedsite.logcontext.ConsoleFormatter"},
+        "json": {"()": "core.logcontext.JsonLineFormatter"},
+        "console": {"()": "core.logcontext.ConsoleFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
@@ -391,6 +394,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
-        for name in ("posts", "follows", "feeds", "consumers", "feedsite")
+        for name in ("core", "eventbus", "posts", "follows", "feeds", "consumers", "feedsite", "devtools")
     },
 }

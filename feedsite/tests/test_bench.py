@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from feedsite.settings.test import TEST_ENV_DEFAULTS
-from feedsite.testing import ROOT
+from tests.helpers import ROOT
 
 ROWS = [
     "| bare WSGI + 1 Redis GET (ceiling) |",

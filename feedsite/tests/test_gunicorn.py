@@ -7,8 +7,8 @@ import pytest
 import requests
 from rest_framework.authtoken.models import Token
 
-from consumers.models import OutboxMessage
-from feedsite.testing import ROOT, free_port, metric_sum, stop_process, subprocess_env, topic_read, wait_for
+from eventbus.models import OutboxMessage
+from tests.helpers import ROOT, free_port, metric_sum, stop_process, subprocess_env, topic_read, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,7 +97,7 @@ def test_every_preloaded_workers_posts_are_delivered(gunicorn, make_user, settin
 
 PRELOAD_SCRIPT = """
 import feedsite.wsgi
-from consumers import producer
+from eventbus import producer
 print("no client" if producer._producer is None else "client created before the fork")
 """
 

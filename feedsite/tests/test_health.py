@@ -4,9 +4,9 @@ import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from consumers import producer
+from eventbus import producer
 from feedsite.health import CHECKS
-from feedsite.testing import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from consumers.events import POST_CREATED, PostCreated, event_build, event_encode
-from consumers.producer import message_publish, producer_flush
-from feedsite.logcontext import ConsoleFormatter, ContextFilter, JsonLineFormatter, log_bind, log_context
-from feedsite.testing import ROOT, drain, fail_post_created_on
+from core.logcontext import ConsoleFormatter, ContextFilter, JsonLineFormatter, log_bind, log_context
+from eventbus.events import POST_CREATED, PostCreated, event_build, event_encode
+from eventbus.producer import message_publish, producer_flush
 from posts.models import Post
+from tests.helpers import ROOT, drain, fail_post_created_on
 
 
 class Lines(logging.Handler):
@@ -127,7 +127,7 @@ def test_worker_lines_carry_the_batch_and_a_failing_events_id(
 
 
 def check_logging(**env: str) -> subprocess.CompletedProcess:
-    code = "import logging; logging.getLogger('feeds.demo').warning('hello', extra={'rows': 2})"
+    code = "import logging; logging.getLogger('devtools.demo').warning('hello', extra={'rows': 2})"
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
         env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "feedsite.settings.base", **env},
@@ -146,11 +146,11 @@ def test_production_settings_write_json_and_debug_writes_readable_lines():
     line = json.loads(production.stderr.strip())
     assert (line["level"], line["logger"], line["message"], line["rows"]) == (
         "WARNING",
-        "feeds.demo",
+        "devtools.demo",
         "hello",
         2,
     )
-    assert debug.stderr.strip().endswith("WARNING feeds.demo hello rows=2")
+    assert debug.stderr.strip().endswith("WARNING devtools.demo hello rows=2")
 
 
 def test_an_unknown_log_format_is_refused_at_startup():

@@ -9,7 +9,7 @@ import yaml
 from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY
 
-import feedsite.metrics  # noqa: F401  (registers the project's metrics)
+import core.metrics  # noqa: F401  (registers the project's metrics)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"

@@ -10,9 +10,9 @@ from django.urls import URLPattern, get_resolver
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from feedsite.testing import ROOT, free_port
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import ROOT, free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from feedsite.logcontext import log_context
+from core.logcontext import log_context
 from follows.authentication import CachedTokenAuthentication
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,9 +4,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
-from feedsite.testing import wait_for
 from follows.models import Follow
 from follows.services import FollowError, follow_create
+from tests.helpers import wait_for
 
 User = get_user_model()
 

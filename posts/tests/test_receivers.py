@@ -3,9 +3,9 @@ import json
 import pytest
 from django.db import transaction
 
-from feedsite.testing import topic_read
 from posts.models import Post
 from posts.services import post_create
+from tests.helpers import topic_read
 
 
 @pytest.mark.django_db(transaction=True)

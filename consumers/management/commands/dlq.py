@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from consumers.deadletters import dead_letters_discard, dead_letters_replay
 from consumers.models import DeadLetter
-from consumers.producer import DeliveryFailed
+from eventbus.producer import DeliveryFailed
 
 
 class Command(BaseCommand):

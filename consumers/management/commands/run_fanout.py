@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
-from consumers.process import metrics_serve, stop_on_signals
+from core.process import metrics_serve, stop_on_signals
 
 logger = logging.getLogger("consumers.run_fanout")
 

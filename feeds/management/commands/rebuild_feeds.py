@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from tqdm import tqdm
 
+from core.arguments import whole_number
 from feeds.rebuild import BATCH_SIZE, CacheNotInvalidated, feeds_rebuild_batch
 from feeds.services import RebuildResult
-from feedsite.arguments import whole_number
 
 User = get_user_model()
 POSITIVE = whole_number(1)

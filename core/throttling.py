@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from feedsite.cache_keys import throttle_key
+from core.cache_keys import throttle_key
 
 logger = logging.getLogger(__name__)
 

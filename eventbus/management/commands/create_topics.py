@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from consumers.topics import topics_ensure
+from eventbus.topics import topics_ensure
 
 
 class Command(BaseCommand):

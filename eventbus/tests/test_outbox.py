@@ -13,16 +13,16 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
-from consumers import producer
-from consumers.devbroker import broker_start, broker_stop
-from consumers.models import OutboxMessage
-from consumers.outbox import RELAY_LOCK_ID, OutboxRelay
-from consumers.topics import topics_ensure
+from devtools.broker import broker_start, broker_stop
+from eventbus import producer
+from eventbus.models import OutboxMessage
+from eventbus.outbox import RELAY_LOCK_ID, OutboxRelay
+from eventbus.topics import topics_ensure
 from feeds.models import FeedEntry
-from feedsite.testing import ROOT, free_port, start_manage, stop_process, subprocess_env, topic_read, wait_for
 from follows.models import Follow
 from posts.models import Post
 from posts.services import post_create
+from tests.helpers import ROOT, free_port, start_manage, stop_process, subprocess_env, topic_read, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

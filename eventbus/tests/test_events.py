@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from consumers.events import (
+from eventbus.events import (
     POST_CREATED,
     InvalidEvent,
     PostCreated,

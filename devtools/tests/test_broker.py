@@ -3,11 +3,11 @@ import signal
 import subprocess
 import sys
 
-from feedsite.testing import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, wait_for
 
 STARTER = """
 import sys
-from consumers.devbroker import broker_start
+from devtools.broker import broker_start
 process = broker_start(sys.argv[1])
 print(process.pid, flush=True)
 sys.stdin.read()

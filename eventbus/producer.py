@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
 
-from consumers.topics import kafka_config
+from eventbus.topics import kafka_config
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
 from consumers.models import AppliedOffset
-from consumers.producer import producer_flush
-from consumers.topics import Topic, kafka_config
+from eventbus.producer import producer_flush
+from eventbus.topics import Topic, kafka_config
 from follows.models import Follow
 from posts.models import Post
 from posts.services import post_create

@@ -1,9 +1,8 @@
-"""Helpers for the test suite and failure drills: polling with a deadline, reading topics and
-metrics, child processes, restarting the local services."""
+"""Helpers for the test suite and failure drills: polling with a deadline, reading topics,
+driving the worker, child processes of the suite, cutting one process off a service."""
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -17,15 +16,25 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
-from consumers.topics import kafka_config
+from devtools.processes import ROOT, free_port, metric_sum, restart_postgres, restart_redis, stop_process
+from eventbus.topics import kafka_config
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = [
+    "ROOT",
+    "TcpProxy",
+    "drain",
+    "fail_post_created_on",
+    "free_port",
+    "metric_sum",
+    "offsets_committed",
+    "restart_postgres",
+    "restart_redis",
+    "start_manage",
+    "stop_process",
+    "subprocess_env",
+    "topic_read",
+    "wait_for",
+]
 
 
 def wait_for(condition: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = ""):
@@ -98,16 +107,6 @@ def start_manage(args: list[str], env: dict[str, str], log: Path) -> subprocess.
             stdout=stream,
             stderr=subprocess.STDOUT,
         )
-
-
-def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> int:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait(timeout)
 
 
 class TcpProxy:
@@ -192,58 +191,10 @@ def _socket_cut(sock: socket.socket) -> None:
     sock.close()
 
 
-def metric_sum(text: str, name: str) -> float:
-    """The sum of a metric's samples in Prometheus text, over every label value.
-
-    ``name`` may carry labels itself (``name{a="b"}``) to pick one series.
-    """
-    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
-    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
-
-
 def offsets_committed(consumer: Consumer, *, topic: str, partitions: int) -> int:
     """The sum of the offsets the consumer's group committed on ``topic`` (none: 0)."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
-
-
-def restart_postgres() -> None:
-    """Restart the local PostgreSQL cluster (needs pg_ctlcluster and the rights to use it)."""
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-        check=True,
-        timeout=60,
-    )
-
-
-def restart_redis() -> None:
-    """Restart the local Redis the way .ci/run starts it."""
-    for directory in ("/var/lib/redis", "/var/log/redis"):
-        os.makedirs(directory, exist_ok=True)
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10)
-    subprocess.run(
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ],
-        check=True,
-        timeout=10,
-    )
 
 
 def fail_post_created_on(monkeypatch: pytest.MonkeyPatch, post_id: int) -> None:
@@ -251,7 +202,7 @@ def fail_post_created_on(monkeypatch: pytest.MonkeyPatch, post_id: int) -> None:
     handler bug, which no real input produces."""
     # Here, not at the top: scripts import this module before Django is set up.
     from consumers import handlers
-    from consumers.events import POST_CREATED
+    from eventbus.events import POST_CREATED
 
     real = handlers.HANDLERS[POST_CREATED]
 

@@ -5,10 +5,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.outbox import OutboxRelay, relay_loop
-from consumers.process import metrics_serve, stop_on_signals
+from core.process import metrics_serve, stop_on_signals
+from eventbus.outbox import OutboxRelay, relay_loop
 
-logger = logging.getLogger("consumers.run_outbox_relay")
+logger = logging.getLogger("eventbus.run_outbox_relay")
 
 
 class Command(BaseCommand):

@@ -11,12 +11,12 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from consumers.models import OutboxMessage
-from feeds.demo import demo_plan
+from devtools.demo import demo_plan
+from eventbus.models import OutboxMessage
 from feeds.models import FeedEntry
-from feedsite.testing import drain, topic_read
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import drain, topic_read
 
 User = get_user_model()
 

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from consumers.topics import broker_ping
-from feeds.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait
-from feedsite.arguments import whole_number
+from core.arguments import whole_number
+from devtools.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait
+from eventbus.topics import broker_ping
 
 
 class Command(BaseCommand):

@@ -20,11 +20,11 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from consumers.events import Event, event_encode
-from consumers.models import OutboxMessage
-from consumers.producer import Deliveries, message_publish, producer_flush
-from consumers.topics import Topic
-from feedsite import metrics
+from core import metrics
+from eventbus.events import Event, event_encode
+from eventbus.models import OutboxMessage
+from eventbus.producer import Deliveries, message_publish, producer_flush
+from eventbus.topics import Topic
 
 logger = logging.getLogger(__name__)
 
