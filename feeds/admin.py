@@ -5,7 +5,7 @@ from django.http import HttpRequest
 
 from core.adminlog import admin_log
 from feeds.models import PulledAuthor
-from feeds.rebuild import BATCH_SIZE, CacheNotInvalidated, feeds_rebuild_batch
+from feeds.rebuild import feeds_rebuild_users
 from follows.admin import UserWithFollowsAdmin
 
 User = get_user_model()
@@ -43,28 +43,20 @@ class UserWithFeedsAdmin(UserWithFollowsAdmin):
     @admin.action(description="Rebuild the feeds of the selected users", permissions=["rebuild_feeds"])
     def rebuild_feeds(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         """What ``manage.py rebuild_feeds --user ...`` does, for the selected users."""
-        users = list(queryset.order_by("pk"))
-        ids = [user.pk for user in users]
-        added = removed = changed = stale = 0
-        for start in range(0, len(ids), BATCH_SIZE):
-            try:
-                result = feeds_rebuild_batch(ids[start : start + BATCH_SIZE])
-            except CacheNotInvalidated:
-                stale += 1
-                admin_log(request, users[start : start + BATCH_SIZE], "Rebuilt the feed.")
-                continue
-            admin_log(request, users[start : start + BATCH_SIZE], "Rebuilt the feed.")
-            added, removed, changed = (
-                added + result.added,
-                removed + result.removed,
-                changed + len(result.changed),
-            )
+        users = {user.pk: user for user in queryset.order_by("pk")}
+        # One batch after another, in this request's thread and transaction.
+        summary = feeds_rebuild_users(
+            list(users),
+            concurrency=1,
+            progress=lambda batch: admin_log(request, [users[pk] for pk in batch], "Rebuilt the feed."),
+        )
         self.message_user(
             request,
-            f"Rebuilt {len(ids)} feeds: {changed} changed, {added} entries added, {removed} removed.",
+            f"Rebuilt {summary.checked} feeds: {summary.changed} changed, {summary.added} entries added, "
+            f"{summary.removed} removed.",
             messages.SUCCESS,
         )
-        if stale:
+        if summary.stale:
             self.message_user(
                 request,
                 "Redis was unreachable: some rebuilt feeds keep their cached first page for up to "
