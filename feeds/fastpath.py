@@ -30,10 +30,11 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from core import metrics
-from core.cache_keys import auth_epoch_key, auth_token_key, feed_generation_key, feed_page_key
+from core.cache_keys import feed_generation_key, feed_page_key
 from core.converters import IdConverter
 from core.logcontext import REQUEST_ID_HEADER, request_id_of
 from feeds.cache import page_body
+from follows.tokencache import cached_token_is_users, cached_token_keys
 
 logger = logging.getLogger(__name__)
 
@@ -123,22 +124,17 @@ class CachedFeedPages:
             return None
         if (self.ssl_redirect and not secure) or not self._allowed_host(environ):
             return None  # Django redirects to HTTPS, or answers 400.
-        user_id = match[1]
+        user_id = int(match[1])
         try:
             owner, epoch, generation, page = self.redis.mget(
-                auth_token_key(token),
-                auth_epoch_key(int(user_id)),
-                feed_generation_key(int(user_id)),
-                feed_page_key(int(user_id)),
+                *cached_token_keys(token, user_id=user_id),
+                feed_generation_key(user_id),
+                feed_page_key(user_id),
             )
         except RedisError:
             logger.warning("feed cache unavailable; answering the slow way")
             return None
-        # The token cache holds "<user id>:<epoch>:..." of active users only, valid while
-        # the epoch is the user's current one (follows.authentication).
-        if owner is None or epoch is None:
-            return None
-        owner_id, _, rest = owner.partition(b":")
-        if owner_id != user_id.encode() or rest.partition(b":")[0] != epoch:
+        # Only a token cached as this user's, active and current, counts (follows.tokencache).
+        if not cached_token_is_users(owner, epoch, user_id=user_id):
             return None
         return page_body(page, generation)

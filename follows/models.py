@@ -2,6 +2,9 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
 
+# The token cache's read-only user, a proxy model of the user, registered with this app.
+from follows.tokencache import CachedUser  # noqa: F401
+
 
 class Follow(models.Model):
     """``follower`` sees the posts of ``followee`` in their feed."""

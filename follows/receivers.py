@@ -14,9 +14,9 @@ from rest_framework.authtoken.models import Token
 
 from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, FollowChanged, event_build
 from eventbus.outbox import outbox_enqueue
-from follows.authentication import cached_tokens_forget
 from follows.models import Follow
 from follows.services import user_tokens_revoke
+from follows.tokencache import cached_tokens_forget
 
 
 def forget_cached_token(sender: type[Token], instance: Token, **kwargs: Any) -> None:

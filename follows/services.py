@@ -6,8 +6,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
-from follows.authentication import cached_tokens_forget
 from follows.models import Follow
+from follows.tokencache import cached_tokens_forget
 
 User = get_user_model()
 

@@ -179,3 +179,28 @@ def test_a_user_from_the_token_cache_cannot_be_saved(make_user):
     ada.refresh_from_db()
     assert ada.check_password("pw-Secret-123")
     assert cached == ada
+
+
+def test_a_user_from_the_token_cache_is_a_read_only_user_that_can_author_posts(make_user):
+    from posts.services import post_create
+
+    ada = make_user()
+    token = Token.objects.create(user=ada).key
+    auth = CachedTokenAuthentication()
+    with log_context():
+        auth.authenticate_credentials(token)  # caches the lookup
+        with CaptureQueriesContext(connection) as queries:
+            cached, _ = auth.authenticate_credentials(token)
+            known = (cached.pk, cached.id, cached.get_username(), cached.is_staff, cached.is_superuser)
+            flags = (cached.is_active, cached.is_authenticated)
+
+    assert not queries.captured_queries, "a cached lookup queried the database"
+    assert known == (ada.pk, ada.pk, ada.username, False, False)
+    assert flags == (True, True)
+    assert isinstance(cached, get_user_model())
+    with pytest.raises(TypeError):
+        cached.delete()
+    assert get_user_model().objects.filter(pk=ada.pk).exists()
+    post = post_create(author=cached, content="as the cached user")
+    assert post.author_id == ada.pk
+    assert cached.email == ada.email, "fields the cache lacks are read from the database"
