@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from core.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, UNAUTHENTICATED
 from core.throttling import FeedReadThrottle
-from feeds.selectors import feed_page
+from feeds.pages import feed_page
 from feeds.serializers import FeedPageSerializer, FeedQuerySerializer
 
 User = get_user_model()

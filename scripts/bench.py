@@ -436,7 +436,7 @@ def main() -> int:
         seconds, conns = args.seconds, 32
 
         log("reference ceiling: bare WSGI app with one Redis GET, same gunicorn settings")
-        from feeds.selectors import feed_page
+        from feeds.pages import feed_page
 
         # The bytes of a real first page (the busiest user's), so the ceiling serves as much.
         bare_body = RUN_DIR / "bare_page.json"

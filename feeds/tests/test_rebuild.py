@@ -11,8 +11,8 @@ from django.test import Client
 
 from feeds import cache
 from feeds.models import FeedEntry, PulledAuthor
+from feeds.pages import feed_page
 from feeds.rebuild import feeds_rebuild_batch
-from feeds.selectors import feed_page
 from feeds.services import feed_fanout_posts, feed_unfollow, feeds_rebuild
 from follows.models import Follow
 from follows.services import follow_create, follow_delete

@@ -7,7 +7,8 @@ from django.test.utils import CaptureQueriesContext
 
 from feeds.cursor import cursor_decode
 from feeds.models import FeedEntry, PulledAuthor
-from feeds.selectors import NEWEST, _stored_ids, feed_page
+from feeds.pages import feed_page
+from feeds.selectors import NEWEST, _stored_ids
 from feeds.services import feeds_trim
 from follows.models import Follow
 from posts.models import Post

@@ -1,0 +1,50 @@
+"""Feed pages as the API sends them: rendered JSON bytes, the default first page served
+cache-aside from Redis (``feeds.cache``). The posts come from ``feeds.selectors``."""
+
+import json
+
+from django.conf import settings
+
+from core import metrics
+from feeds import cache
+from feeds.cursor import cursor_encode
+from feeds.selectors import feed_page_posts
+from posts.models import Post
+from posts.serializers import post_json
+
+
+def feed_page(*, user_id: int, limit: int, before_post_id: int | None = None) -> bytes:
+    """One page of a user's feed as rendered JSON: ``{"results": [...], "next_cursor": ...}``.
+
+    The default first page is served cache-aside from Redis. Raises User.DoesNotExist for
+    an unknown user.
+    """
+    if before_post_id is not None or limit != settings.FEED_PAGE_SIZE:
+        return _page_render(user_id=user_id, limit=limit, before_post_id=before_post_id)
+    body, generation = cache.page_lookup(user_id)
+    if body is not None:
+        metrics.FEED_CACHE_HITS.inc()
+        return body
+    metrics.FEED_CACHE_MISSES.inc()
+    # Stored under the generation read before the posts: a fan-out committing meanwhile
+    # replaces it, and this page is never served.
+    body = _page_render(user_id=user_id, limit=limit)
+    cache.page_store(user_id, generation=generation, body=body)
+    return body
+
+
+def _page_render(*, user_id: int, limit: int, before_post_id: int | None = None) -> bytes:
+    posts, has_more = feed_page_posts(user_id=user_id, limit=limit, before_post_id=before_post_id)
+    return page_json(posts, has_more=has_more)
+
+
+def page_json(posts: list[Post], *, has_more: bool) -> bytes:
+    """The page's JSON body; with ``has_more``, its cursor points below the last post."""
+    return json.dumps(
+        {
+            "results": [post_json(post) for post in posts],
+            "next_cursor": cursor_encode(posts[-1].pk) if has_more else None,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
