@@ -12,6 +12,10 @@ plain HTTP under SECURE_SSL_REDIRECT, or Redis down. The headers are those Djang
 security and X-Frame-Options middleware put on the slow path's response, worked out once
 by those middleware themselves, plus the X-Request-ID that RequestContextMiddleware gives
 every response. A hit writes no log line: metrics count it.
+
+No other middleware runs on a hit, so a test pins settings.MIDDLEWARE to the list this
+layer accounts for (feeds/tests/test_fastpath.py): a middleware added there must be
+mirrored here, or found harmless to skip, before the list is updated.
 """
 
 import logging

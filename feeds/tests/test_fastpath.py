@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
@@ -324,3 +325,31 @@ def test_cached_pages_do_not_count_against_the_feed_read_limit(ada, token_of, se
     assert paged.status == 200
     assert refused.status == 429
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+# feeds/fastpath.py answers cache hits in front of Django, so on a hit none of these run: it
+# gives the response what they would (SecurityMiddleware's and XFrameOptionsMiddleware's
+# headers, RequestContextMiddleware's X-Request-ID, the Prometheus counts of the first and
+# last), and what the others do does not concern a token-authenticated GET of a feed. A
+# middleware added here would be skipped by every hit without a word: mirror it in
+# feeds/fastpath.py, or check that hits may skip it, and only then update this list.
+MIDDLEWARE_THE_FAST_PATH_ACCOUNTS_FOR = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "core.logcontext.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+
+def test_every_middleware_is_accounted_for_by_the_fast_path():
+    assert list(django_settings.MIDDLEWARE) == MIDDLEWARE_THE_FAST_PATH_ACCOUNTS_FOR, (
+        "settings.MIDDLEWARE changed: cache hits answered by feeds/fastpath.py skip every "
+        "middleware; mirror the change there or check hits may skip it, then update this list"
+    )
