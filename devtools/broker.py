@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from devtools.processes import stop_process
+
 
 def address_split(bootstrap: str) -> tuple[str, int]:
     """The first host and port of a bootstrap server list."""
@@ -73,10 +75,4 @@ def _die_with_parent() -> None:
 
 
 def broker_stop(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+    stop_process(process, timeout=timeout)

@@ -5,6 +5,8 @@ import os
 import re
 import socket
 import subprocess
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,13 +19,35 @@ def free_port() -> int:
 
 
 def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> int:
-    if process.poll() is None:
-        process.terminate()
+    """Stop one process politely then firmly (see ``stop_processes``); its exit status."""
+    return stop_processes({"process": process}, timeout=timeout)["process"]
+
+
+def stop_processes(
+    processes: Mapping[str, subprocess.Popen],
+    *,
+    timeout: float = 20.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """SIGTERM every process still running, give them ``timeout`` seconds together to
+    exit, then SIGKILL those that did not; return each one's exit status.
+
+    All are signalled before any is waited for, so that they shut down side by side.
+    """
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    statuses = {}
+    for name, process in processes.items():
         try:
-            return process.wait(timeout)
+            statuses[name] = process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            if log is not None:
+                log(f"{name} did not stop in {timeout:g}s; killing it")
             process.kill()
-    return process.wait(timeout)
+            statuses[name] = process.wait(timeout)
+    return statuses
 
 
 def metric_sum(text: str, name: str) -> float:
