@@ -7,33 +7,19 @@ and the fan-out worker fills the feeds. What already exists is skipped, so a sec
 with the same options writes nothing.
 """
 
-import functools
 import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
-from django.db import connection, transaction
-from rest_framework.authtoken.models import Token
-from tqdm import tqdm
 
 from consumers.models import AppliedOffset
-from eventbus.producer import producer_flush
+from devtools.seed import SILENT, Progress, follows_copy, posts_publish, tokens_ensure, users_ensure
 from eventbus.topics import Topic, kafka_config
-from follows.models import Follow
 from posts.models import Post
-from posts.services import post_create
 
-User = get_user_model()
-
-BULK_BATCH = 5000
-# Posts per transaction: each still gets its own event, published when the chunk commits.
-POST_CHUNK = 200
 # Pareto shape of how many accounts one user follows (mean shape / (shape - 1) = 3).
 FOLLOWS_SHAPE = 1.5
 # Zipf exponents: how strongly follows, and authorship, concentrate on popular accounts.
@@ -170,16 +156,6 @@ def demo_plan(*, users: int, avg_follows: int, posts: int, celebrities: int, see
     )
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-# A tqdm-like factory: wraps an iterable, or counts by hand as a context manager.
-Progress = Callable[..., tqdm]
-SILENT = functools.partial(tqdm, disable=True)
-
-
 def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> DemoResult:
     """Write ``plan``: users, tokens and follows in bulk, posts through ``post_create``.
 
@@ -194,41 +170,12 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
         result.seconds[name] = time.monotonic() - started
         started = time.monotonic()
 
-    ids = dict(User.objects.filter(username__in=plan.usernames).values_list("username", "pk"))
-    missing = [name for name in plan.usernames if name not in ids]
-    if missing:
-        hashed = make_password(password)  # One hash for every demo account: hashing is slow.
-        for batch in progress(list(_batches(missing, BULK_BATCH)), desc="users", unit="batch"):
-            User.objects.bulk_create(
-                [User(username=name, password=hashed) for name in batch], ignore_conflicts=True
-            )
-        ids = dict(User.objects.filter(username__in=plan.usernames).values_list("username", "pk"))
-        result.users_created = len(missing)
-    result.user_ids = [ids[name] for name in plan.usernames]
-
-    with_token = set(Token.objects.filter(user_id__in=result.user_ids).values_list("user_id", flat=True))
-    tokens = [Token(key=Token.generate_key(), user_id=pk) for pk in result.user_ids if pk not in with_token]
-    Token.objects.bulk_create(tokens, batch_size=BULK_BATCH, ignore_conflicts=True)
-    result.tokens_created = len(tokens)
+    result.user_ids, result.users_created = users_ensure(plan.usernames, password=password, progress=progress)
+    _, result.tokens_created = tokens_ensure(result.user_ids)
     phase("accounts")
 
-    # Copied in and inserted by PostgreSQL: a million follows take seconds, not minutes.
-    # No post_save is sent, so these follows publish no events: the posts made below reach
-    # these followers through the ordinary fan-out.
     pairs = [(result.user_ids[f], result.user_ids[e]) for f, e in plan.follows]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE demo_follows (follower_id bigint, followee_id bigint) ON COMMIT DROP"
-        )
-        with cursor.copy("COPY demo_follows (follower_id, followee_id) FROM STDIN") as copy:
-            for batch in progress(list(_batches(pairs, BULK_BATCH)), desc="follows", unit="batch"):
-                for pair in batch:
-                    copy.write_row(pair)
-        cursor.execute(
-            f"INSERT INTO {Follow._meta.db_table} (follower_id, followee_id, created_at)"
-            " SELECT follower_id, followee_id, now() FROM demo_follows ON CONFLICT DO NOTHING"
-        )
-        result.follows_created = cursor.rowcount
+    result.follows_created = follows_copy(pairs, progress=progress)
     phase("follows")
 
     existing = Counter(Post.objects.filter(author_id__in=result.user_ids).values_list("author_id", "content"))
@@ -239,15 +186,7 @@ def demo_seed(plan: DemoPlan, *, password: str, progress: Progress = SILENT) -> 
             existing[key] -= 1
         else:
             todo.append(key)
-    authors = User.objects.in_bulk({author for author, _ in todo})
-    with progress(total=len(todo), desc="posts", unit="post") as bar:
-        for chunk in _batches(todo, POST_CHUNK):
-            with transaction.atomic():
-                for author, content in chunk:
-                    post_create(author=authors[author], content=content)
-            bar.update(len(chunk))
-    result.posts_created = len(todo)
-    producer_flush()
+    result.posts_created = posts_publish(todo, progress=progress)
     phase("posts")
     return result
 
