@@ -36,8 +36,9 @@ PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Seconds a client is told to wait while the throttle store of a fail-closed limit is down.
 STORE_DOWN_RETRY_AFTER = 5
 
-# KEYS[1]: the client's key. ARGV: period in microseconds, burst size.
-# Returns 0 when allowed, else the microseconds until the next request would be.
+# KEYS[1]: the client's key. ARGV: period in microseconds, burst size, and 1 to take one
+# request from the allowance or 0 only to look. Returns 0 when allowed, else the
+# microseconds until the next request would be.
 GCRA = """
 local period = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -51,6 +52,7 @@ local allow_at = new_tat - period
 if now < allow_at then
   return allow_at - now
 end
+if ARGV[3] == '0' then return 0 end
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return 0
 """
@@ -79,8 +81,9 @@ class ThrottleStoreUnavailable(APIException):
     wait = STORE_DOWN_RETRY_AFTER
 
 
-def rate_wait(scope: str, ident: str) -> float | None:
-    """Take one request from the client's allowance in ``scope`` (API_THROTTLE_RATES).
+def rate_wait(scope: str, ident: str, *, take: bool = True) -> float | None:
+    """Take one request from the client's allowance in ``scope`` (API_THROTTLE_RATES), or
+    with ``take=False`` only look whether one would be allowed.
 
     Returns None if allowed (or the scope has no rate), else the seconds until the next
     request would be. Raises RedisError when the store is unreachable: the caller decides
@@ -91,7 +94,7 @@ def rate_wait(scope: str, ident: str) -> float | None:
         return None
     count, period = rate_parse(rate)
     wait_us = _gcra(get_redis_connection("default"))(
-        keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count]
+        keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count, int(take)]
     )
     return wait_us / 1_000_000 if wait_us else None
 
@@ -185,15 +188,40 @@ class TokenThrottle(ClientIPRateThrottle):
     fail_closed = True
 
 
-class AccountLoginThrottle(RedisRateThrottle):
-    """Password checks against one account, from any address: shared by the token
-    endpoint and the admin login, so neither adds to the other's guesses."""
+class AccountLoginLimit:
+    """Failed password checks against one account, from any address (``account_login``):
+    shared by the token endpoint and the admin login, so neither adds to the other's guesses.
+
+    Only a failed check uses up the allowance, so the account's owner, who knows the
+    password, is not refused for logging in often; guesses are. ``check`` runs before the
+    password is checked and refuses once the allowance is used up; ``failed`` takes one
+    from it after a wrong password. Fails closed: raises ThrottleStoreUnavailable while
+    Redis is unreachable.
+    """
 
     scope = "account_login"
-    fail_closed = True
 
-    def ident(self, request: Request) -> str | None:
-        data = request.data
-        username = data.get("username") if isinstance(data, Mapping) else None
+    def __init__(self, username: object) -> None:
         # Without a username there is no password check to limit: the request is a 400.
-        return account_ident(username) if isinstance(username, str) and username.strip() else None
+        self.ident = account_ident(username) if isinstance(username, str) and username.strip() else None
+
+    @classmethod
+    def of(cls, data: object) -> "AccountLoginLimit":
+        """The limit of the account a login form or JSON body names."""
+        return cls(data.get("username") if isinstance(data, Mapping) else None)
+
+    def check(self) -> float | None:
+        """None if a password check may go ahead, else the seconds to wait."""
+        return self._wait(take=False)
+
+    def failed(self) -> None:
+        self._wait(take=True)
+
+    def _wait(self, *, take: bool) -> float | None:
+        if self.ident is None:
+            return None
+        try:
+            return rate_wait(self.scope, self.ident, take=take)
+        except RedisError:
+            logger.error("throttle store unavailable; %s refused", self.scope)
+            raise ThrottleStoreUnavailable() from None

@@ -7,6 +7,7 @@ gets 429 with Retry-After and no password check. While Redis is down, logins are
 with 503 rather than let through unlimited.
 """
 
+import contextlib
 import logging
 import math
 
@@ -14,7 +15,13 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from redis.exceptions import RedisError
 
-from core.throttling import STORE_DOWN_RETRY_AFTER, account_ident, client_ip, rate_wait
+from core.throttling import (
+    STORE_DOWN_RETRY_AFTER,
+    AccountLoginLimit,
+    ThrottleStoreUnavailable,
+    client_ip,
+    rate_wait,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +34,23 @@ def _refused(status: int, seconds: float, message: str) -> HttpResponse:
 
 def admin_login(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
     """``admin.site.login``, refusing password checks beyond the rate limits."""
-    if request.method == "POST":
-        username = request.POST.get("username", "")
-        try:
-            # One scope after the other: an attempt refused per address uses up nothing of
-            # the account's allowance.
-            wait = rate_wait("admin_login", f"ip:{client_ip(request)}")
-            if wait is None and username.strip():
-                wait = rate_wait("account_login", account_ident(username))
-        except RedisError:
-            logger.error("throttle store unavailable; admin login refused")
-            return _refused(
-                503, STORE_DOWN_RETRY_AFTER, "Login is unavailable for a moment; try again shortly."
-            )
-        if wait is not None:
-            return _refused(429, wait, f"Too many login attempts; try again in {math.ceil(wait)} seconds.")
-    return admin.site.login(request, extra_context)
+    if request.method != "POST":
+        return admin.site.login(request, extra_context)
+    account = AccountLoginLimit.of(request.POST)
+    try:
+        # One scope after the other: an attempt refused per address uses up nothing of
+        # the account's allowance, which only a failed password check takes from.
+        wait = rate_wait("admin_login", f"ip:{client_ip(request)}")
+        if wait is None:
+            wait = account.check()
+    except (RedisError, ThrottleStoreUnavailable):
+        logger.error("throttle store unavailable; admin login refused")
+        return _refused(503, STORE_DOWN_RETRY_AFTER, "Login is unavailable for a moment; try again shortly.")
+    if wait is not None:
+        return _refused(429, wait, f"Too many login attempts; try again in {math.ceil(wait)} seconds.")
+    response = admin.site.login(request, extra_context)
+    if not request.user.is_authenticated:
+        # The form again: a wrong password, or an account that may not use the admin.
+        with contextlib.suppress(ThrottleStoreUnavailable):
+            account.failed()
+    return response

@@ -2,14 +2,14 @@ from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.schema import BAD_INPUT, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE
-from core.throttling import AccountLoginThrottle, FollowCreateThrottle, SignupThrottle, TokenThrottle
+from core.throttling import AccountLoginLimit, FollowCreateThrottle, SignupThrottle, TokenThrottle
 from follows.models import Follow
 from follows.serializers import FollowCreateSerializer, FollowSerializer, UserCreateSerializer
 from follows.services import (
@@ -55,7 +55,7 @@ class UserCreateView(APIView):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [TokenThrottle, AccountLoginThrottle]
+    throttle_classes = [TokenThrottle]
 
     @extend_schema(
         request=AuthTokenSerializer,
@@ -64,8 +64,14 @@ class TokenObtainView(APIView):
         auth=[],
     )
     def post(self, request: Request) -> Response:
+        # Per account, after the per-address throttle: only failed checks use it up.
+        account = AccountLoginLimit.of(request.data)
+        if (wait := account.check()) is not None:
+            raise Throttled(wait)
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            account.failed()
+            raise ValidationError(serializer.errors)
         token = token_get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
 

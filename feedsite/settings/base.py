@@ -246,8 +246,8 @@ API_THROTTLE_RATES = {
     "signup": env.str("THROTTLE_SIGNUP_RATE", default="20/hour") or None,
     # Token requests (password checks) from one client IP. Default: 30/minute.
     "token": env.str("THROTTLE_TOKEN_RATE", default="30/minute") or None,
-    # Password checks against one username, token requests and admin logins together, from
-    # any address. Default: 20/hour.
+    # Failed password checks against one username, token requests and admin logins together,
+    # from any address. Default: 20/hour.
     "account_login": env.str("THROTTLE_ACCOUNT_LOGIN_RATE", default="20/hour") or None,
     # Admin login attempts (POST /admin/login/) from one client IP. Default: 10/minute.
     "admin_login": env.str("THROTTLE_ADMIN_LOGIN_RATE", default="10/minute") or None,

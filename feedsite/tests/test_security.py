@@ -282,6 +282,43 @@ def test_token_requests_are_limited_per_account_from_any_address(make_user, sett
     assert Token.objects.get(user=bob).key == other.json()["token"]
 
 
+def test_only_failed_password_checks_use_up_an_accounts_allowance(make_user, settings):
+    rates(settings, account_login="2/hour")
+    make_user("ada", is_staff=True)
+    right = [
+        APIClient(REMOTE_ADDR=f"203.0.113.{i}").post(
+            "/auth/token", {"username": "ada", "password": "pw-Secret-123"}, format="json"
+        )
+        for i in range(4)
+    ]
+    logins = [admin_login(Client(REMOTE_ADDR=f"198.51.100.{i}"), "ada").status_code for i in range(3)]
+
+    assert [r.status_code for r in right] == [200, 200, 200, 200]
+    assert len({r.json()["token"] for r in right}) == 1
+    assert logins == [302, 302, 302]
+    wrong = APIClient(REMOTE_ADDR="203.0.113.9").post(
+        "/auth/token", {"username": "ada", "password": "wrong"}, format="json"
+    )
+    assert wrong.status_code == 400
+
+
+def test_token_requests_refused_per_address_use_up_nothing_of_the_account(make_user, settings):
+    rates(settings, token="1/hour", account_login="2/hour")
+    make_user("ada")
+    client = APIClient(REMOTE_ADDR="203.0.113.1")
+    statuses = [
+        client.post("/auth/token", {"username": "ada", "password": "wrong"}, format="json").status_code
+        for _ in range(3)
+    ]
+
+    elsewhere = APIClient(REMOTE_ADDR="203.0.113.2").post(
+        "/auth/token", {"username": "ada", "password": "wrong"}, format="json"
+    )
+
+    assert statuses == [400, 429, 429]
+    assert elsewhere.status_code == 400, "only one failed check was counted against the account"
+
+
 def admin_login(client: Client, username: str, password: str = "pw-Secret-123"):
     return client.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
 
