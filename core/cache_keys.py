@@ -13,8 +13,12 @@ def feed_page_key(user_id: int) -> str:
 
 
 def feed_generation_key(user_id: int) -> str:
-    """A random value renewed each time a user's feed changes; stale pages carry another."""
-    return f"{_prefix()}:feed:{user_id}:gen"
+    """A random value renewed each time a user's feed changes; stale pages carry another.
+
+    Not ``:gen``, where earlier releases kept a counter: their INCR would fail on a random
+    value, and a random value must not be mistaken for a count.
+    """
+    return f"{_prefix()}:feed:{user_id}:generation"
 
 
 def auth_token_key(token: str) -> str:
