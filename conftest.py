@@ -15,6 +15,7 @@ from consumers.loop import FanoutWorker, consumer_build
 from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.topics import topics_ensure
+from feeds.effects import FeedEffects
 from tests.helpers import free_port
 
 User = get_user_model()
@@ -97,7 +98,11 @@ def worker(settings):
         ]
     )
     worker = FanoutWorker(
-        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
+        consumer=consumer,
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=0.2,
+        effects=FeedEffects(),
     )
     yield worker
     consumer.close()

@@ -1,6 +1,4 @@
-from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.utils import timezone
 
 
 class DeadLetter(models.Model):
@@ -96,22 +94,3 @@ class AppliedOffset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer_group} {self.topic}[{self.partition}] → {self.next_offset}"
-
-
-class StalePages(models.Model):
-    """Users whose cached feed pages a fan-out batch made stale.
-
-    Written in the batch's transaction and deleted once Redis took their new generations,
-    so that a worker that dies in between (SIGKILL, a Redis error it could not survive)
-    leaves them to the next worker that starts, instead of pages stale for FEED_CACHE_TTL.
-    One row per batch.
-    """
-
-    user_ids = ArrayField(models.BigIntegerField())
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        verbose_name_plural = "stale pages"
-
-    def __str__(self) -> str:
-        return f"stale pages of {len(self.user_ids)} users"

@@ -1,5 +1,7 @@
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 
 
 class FeedEntry(models.Model):
@@ -43,3 +45,22 @@ class PulledAuthor(models.Model):
 
     def __str__(self) -> str:
         return f"author {self.user_id}, merged at read time"
+
+
+class StalePages(models.Model):
+    """Users whose cached feed pages a fan-out batch made stale.
+
+    Written in the batch's transaction and deleted once Redis took their new generations,
+    so that a worker that dies in between (SIGKILL, a Redis error it could not survive)
+    leaves them to the next worker that starts, instead of pages stale for FEED_CACHE_TTL.
+    One row per batch.
+    """
+
+    user_ids = ArrayField(models.BigIntegerField())
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "stale pages"
+
+    def __str__(self) -> str:
+        return f"stale pages of {len(self.user_ids)} users"

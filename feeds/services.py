@@ -10,6 +10,7 @@ DELETE then sees every row they wrote. A rebuild copies from every account a use
 follows, so it locks the feed's owner instead, and an unfollow waits for that lock too.
 """
 
+import datetime
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,12 +40,20 @@ class FeedChanges:
     changed: set[int] = field(default_factory=set)
     # These feeds gained entries and may need trimming to FEED_MAX_ENTRIES.
     grown: set[int] = field(default_factory=set)
+    # When the posts fanned out were created (their events' occurred_at), for the
+    # post-to-feed latency.
+    posted_at: list[datetime.datetime] = field(default_factory=list)
 
     def __ior__(self, other: "FeedChanges") -> "FeedChanges":
         self.rows += other.rows
         self.changed |= other.changed
         self.grown |= other.grown
+        self.posted_at += other.posted_at
         return self
+
+    def log_fields(self) -> dict[str, int]:
+        """What the batch log line says about these changes."""
+        return {"feeds_changed": len(self.changed), "rows": self.rows}
 
 
 def _lock(ids: Iterable[int], *, exclusive: bool, lock_class: int = AUTHOR_LOCK_CLASS) -> None:

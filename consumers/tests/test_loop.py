@@ -12,14 +12,16 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers import deadletters, handlers, loop
-from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
-from consumers.models import AppliedOffset, DeadLetter, StalePages
+from consumers.breaker import BreakerOpen, DeadLetterBreaker
+from consumers.loop import FanoutWorker, consumer_build
+from consumers.models import AppliedOffset, DeadLetter
 from eventbus import producer
 from eventbus.events import POST_CREATED, PostCreated, event_build, event_encode
 from eventbus.producer import DeliveryFailed, message_publish, producer_flush
 from eventbus.topics import kafka_config, topics_ensure
-from feeds import cache
-from feeds.models import FeedEntry
+from feeds import cache, effects
+from feeds.effects import FeedEffects
+from feeds.models import FeedEntry, StalePages
 from follows.models import Follow
 from posts.models import Post
 from tests.helpers import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
@@ -55,7 +57,11 @@ def fresh_worker(settings) -> FanoutWorker:
         [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)]
     )
     return FanoutWorker(
-        consumer=consumer, group_id=settings.FANOUT_GROUP_ID, batch_size=100, batch_timeout=0.2
+        consumer=consumer,
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=0.2,
+        effects=FeedEffects(),
     )
 
 
@@ -364,7 +370,7 @@ def test_pages_are_invalidated_after_a_redis_failure_once_redis_answers(
             raise RedisTimeoutError("Timeout reading from socket")
         cache.pages_invalidate(users)
 
-    monkeypatch.setattr(loop, "pages_invalidate", redis_times_out_once)
+    monkeypatch.setattr(effects, "pages_invalidate", redis_times_out_once)
     monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
     post = Post.objects.create(author=author, content="fresh")
     publish(settings, created(post))
@@ -452,7 +458,7 @@ def test_any_redis_error_while_invalidating_is_retried_not_fatal(
             raise error
         cache.pages_invalidate(users)
 
-    monkeypatch.setattr(loop, "pages_invalidate", redis_refuses_once)
+    monkeypatch.setattr(effects, "pages_invalidate", redis_refuses_once)
     monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
     post = Post.objects.create(author=author, content="fresh")
     assert producer_flush(10) == 0
@@ -480,7 +486,7 @@ def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     def crash(users):
         raise Crash("killed between the commit and the invalidation")
 
-    monkeypatch.setattr(loop, "pages_invalidate", crash)
+    monkeypatch.setattr(effects, "pages_invalidate", crash)
     post = Post.objects.create(author=author, content="fresh")
     assert producer_flush(10) == 0
     with pytest.raises(Crash):
@@ -563,6 +569,7 @@ def test_offsets_stored_for_a_deleted_topic_do_not_skip_the_events_of_its_succes
         group_id=settings.FANOUT_GROUP_ID,
         batch_size=100,
         batch_timeout=0.2,
+        effects=FeedEffects(),
     )
     successor.consumer.assign(
         [

@@ -7,8 +7,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.loop import BreakerOpen, DeadLetterBreaker, FanoutWorker, consumer_build
+from consumers.breaker import BreakerOpen, DeadLetterBreaker
+from consumers.loop import FanoutWorker, consumer_build
 from core.process import metrics_serve, stop_on_signals
+from feeds.effects import FeedEffects
 
 logger = logging.getLogger("consumers.run_fanout")
 
@@ -38,11 +40,11 @@ class Command(BaseCommand):
             group_id=options["group"],
             batch_size=options["batch_size"],
             batch_timeout=options["batch_ms"] / 1000,
+            effects=FeedEffects(trim_interval=settings.FEED_TRIM_INTERVAL),
             max_retries=settings.FANOUT_MAX_RETRIES,
             breaker=DeadLetterBreaker(
                 max_ratio=settings.FANOUT_DLQ_MAX_RATIO, window=settings.FANOUT_DLQ_WINDOW
             ),
-            trim_interval=settings.FEED_TRIM_INTERVAL,
         )
 
         def request_stop() -> None:

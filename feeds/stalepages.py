@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 
 from django.db import connection
 
-from consumers.models import StalePages
 from feeds.cache import pages_invalidate
+from feeds.models import StalePages
 
 # Rows read per round when invalidating what earlier workers left.
 FLUSH_CHUNK = 200

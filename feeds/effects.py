@@ -1,0 +1,116 @@
+"""What a fan-out batch changed in the feeds, made effective around the worker's transaction.
+
+The fan-out worker (``consumers.loop``) knows Kafka, offsets, retries and dead letters; it
+calls a ``FeedEffects`` at fixed points of each batch, with the ``FeedChanges`` its
+handlers returned:
+
+- ``record``, inside the batch's transaction: the users whose cached pages went stale, in
+  a StalePages row, so that a crash before Redis took them leaves them to the next worker;
+- ``committed``, after that transaction committed: invalidate the pages and forget the
+  rows, note the feeds that grew for trimming, observe the post-to-feed latency;
+- ``tick``, on every loop iteration: trim grown feeds, a step at a time;
+- ``recover``, when a worker starts: invalidate what a crashed one left stale.
+"""
+
+import logging
+import time
+
+from django.db import close_old_connections
+from django.db.utils import InterfaceError, OperationalError
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from core import metrics
+from feeds.cache import pages_invalidate
+from feeds.services import FeedChanges, feeds_trim
+from feeds.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
+
+logger = logging.getLogger(__name__)
+
+# Failures of the services feeds use: the worker waits and tries again.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError)
+
+# Feeds trimmed per loop iteration.
+TRIM_STEP = 500
+
+
+class FeedEffects:
+    """The fan-out worker's hook into the feeds: page invalidation, trimming, latency."""
+
+    def __init__(self, *, trim_interval: float = 0.0) -> None:
+        self.trim_interval = trim_interval
+        # Kept until Redis took them: a retry after a failure skips the applied messages,
+        # so it would otherwise never invalidate these pages. Their rows cover a crash.
+        self._stale: set[int] = set()
+        self._stale_rows: list[int] = []
+        # The row ``record`` wrote in the transaction under way, adopted once it committed.
+        self._recorded: int | None = None
+        self._untrimmed: set[int] = set()
+        self._trimming: list[int] = []
+        self._trimmed_at = time.monotonic()
+
+    def changes(self) -> FeedChanges:
+        """Nothing changed yet: what a batch's handlers' changes are merged into."""
+        return FeedChanges()
+
+    def recover(self) -> dict[str, int]:
+        """Invalidate the pages a worker that died left stale; raise if Redis or PostgreSQL
+        is down (the rows are kept). Returns what it did, for the log."""
+        return {"pages_invalidated": stale_pages_flush()}
+
+    def record(self, changes: FeedChanges) -> None:
+        """Inside the batch's transaction: keep the users whose pages went stale."""
+        self._recorded = stale_pages_record(user_ids=changes.changed) if changes.changed else None
+
+    def committed(self, changes: FeedChanges) -> None:
+        """After the batch's transaction committed: make its changes effective.
+
+        Raises RedisError (or a database error) with the stale pages kept, to be
+        invalidated by the next call, which the worker makes when it retries the batch.
+        """
+        committed_at = timezone.now()
+        self._stale |= changes.changed
+        if self._recorded is not None:
+            self._stale_rows.append(self._recorded)
+            self._recorded = None
+        if self._stale:
+            pages_invalidate(self._stale)
+            self._stale = set()
+        if self._stale_rows:
+            stale_pages_forget(ids=self._stale_rows)
+            self._stale_rows = []
+        self._untrimmed |= changes.grown
+        for occurred_at in changes.posted_at:
+            latency = (committed_at - occurred_at).total_seconds()
+            metrics.POST_TO_FEED_LATENCY.observe(max(latency, 0.0))
+
+    def tick(self) -> None:
+        """Trim the grown feeds, once a round is due or while one is under way."""
+        due = self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval
+        if self._trimming or due:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Trim the feeds that grew since the last round back to FEED_MAX_ENTRIES.
+
+        A round takes the feeds that grew, then trims TRIM_STEP of them per call, so that a
+        round over many feeds does not hold up fan-out for seconds. Trimming is idempotent
+        and may lag: a feed that was not trimmed before a crash is trimmed when it grows again.
+        """
+        if not self._trimming:
+            self._trimmed_at = time.monotonic()
+            self._trimming, self._untrimmed = sorted(self._untrimmed), set()
+        users, self._trimming = self._trimming[:TRIM_STEP], self._trimming[TRIM_STEP:]
+        started = time.monotonic()
+        try:
+            deleted = feeds_trim(user_ids=users)
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("feed trim failed (%s: %s); will retry", type(exc).__name__, exc)
+            self._untrimmed.update(users)
+            close_old_connections()
+            return
+        metrics.FEED_TRIMMED.inc(deleted)
+        logger.info(
+            "feeds trimmed",
+            extra={"feeds": len(users), "deleted": deleted, "seconds": round(time.monotonic() - started, 3)},
+        )
