@@ -25,7 +25,7 @@ from django.db import close_old_connections, transaction
 
 from consumers.breaker import DeadLetterBreaker
 from consumers.deadletters import dead_letters_publish, dead_letters_publish_pending, dead_letters_record
-from consumers.effects import BatchEffects
+from consumers.effects import BatchEffects, Changes
 from consumers.isolation import TRANSIENT_ERRORS, events_decode, events_handle
 from consumers.kept import KeptMessages, in_order, message_ok
 from consumers.models import DeadLetter
@@ -169,10 +169,16 @@ class FanoutWorker:
             logger.info("recovered", extra=done)
 
     def _apply_with_retry(self, messages: Sequence[Message]) -> None:
+        """Apply the batch, waiting out service outages, until it is applied, or until a
+        rebalance took all its partitions and what an applied part of it left to do after
+        its commit (pages to invalidate, dead letters to publish) is done."""
         backoff = RETRY_BACKOFF_MIN
         while True:
             try:
-                self._apply(messages)
+                if messages:
+                    self._apply(messages)
+                else:
+                    self._after_commit()
                 return
             except TRANSIENT_ERRORS as exc:
                 metrics.FANOUT_RETRIES.labels("unavailable").inc()
@@ -188,8 +194,6 @@ class FanoutWorker:
             # A rebalance while waiting may have given some partitions to another worker.
             owned = self._owned()
             messages = [m for m in messages if (m.topic(), m.partition()) in owned]
-            if not messages:
-                return
 
     def _apply(self, messages: Sequence[Message]) -> None:
         batch = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items())
@@ -217,10 +221,7 @@ class FanoutWorker:
             self.effects.record(changes)
             self.offsets.store_applied(messages)
         self._unpublished += dead_letters
-        self.effects.committed(changes)
-        if self._unpublished:
-            dead_letters_publish(dead_letters=self._unpublished)
-            self._unpublished = []
+        self._after_commit(changes)
         self._commit(messages)
         self.breaker.record(total=len(fresh), dead=len(failures))
 
@@ -240,6 +241,14 @@ class FanoutWorker:
                 "seconds": round(elapsed, 3),
             },
         )
+
+    def _after_commit(self, changes: Changes | None = None) -> None:
+        """Make a committed batch's changes effective and publish its dead letters; raises a
+        transient error with both kept, for the next call."""
+        self.effects.committed(self.effects.changes() if changes is None else changes)
+        if self._unpublished:
+            dead_letters_publish(dead_letters=self._unpublished)
+            self._unpublished = []
 
     def _owned(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}

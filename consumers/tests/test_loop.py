@@ -473,6 +473,39 @@ def test_any_redis_error_while_invalidating_is_retried_not_fatal(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_pages_held_when_a_rebalance_took_the_batchs_partitions_are_still_invalidated(
+    worker, settings, make_user, client_for, monkeypatch
+):
+    author, fan = make_user(), make_user()
+    Follow.objects.create(follower=fan, followee=author)
+    assert producer_flush(10) == 0
+    drain(worker, 1)  # the follow.created event
+    client = client_for(fan)
+    assert client.get(f"/feeds/{fan.pk}").json()["results"] == []
+    calls = []
+
+    def redis_refuses_once_while_the_partitions_move(users):
+        calls.append(set(users))
+        if len(calls) == 1:
+            # A rebalance during the retry wait hands every partition to another worker,
+            # which skips the applied batch and so invalidates nothing.
+            worker.consumer.unassign()
+            raise ReadOnlyError("You can't write against a read only replica.")
+        cache.pages_invalidate(users)
+
+    monkeypatch.setattr(effects, "pages_invalidate", redis_refuses_once_while_the_partitions_move)
+    monkeypatch.setattr(loop, "RETRY_BACKOFF_MIN", 0.01)
+    post = Post.objects.create(author=author, content="fresh")
+    assert producer_flush(10) == 0
+
+    drain(worker, 1)
+
+    assert calls == [{author.pk, fan.pk}, {author.pk, fan.pk}]
+    assert not StalePages.objects.exists()
+    assert [p["id"] for p in client.get(f"/feeds/{fan.pk}").json()["results"]] == [post.pk]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_fresh_worker_invalidates_the_pages_a_crash_left_stale(
     worker, settings, make_user, client_for, monkeypatch
 ):
