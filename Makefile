@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # make run and friends need a secret key; keep a random one per checkout unless one is given.
 export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
 
-.PHONY: run run-api run-fanout run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test lint venv clean
+.PHONY: run run-api run-fanout run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast lint venv clean
 
 venv: $(STAMP)
 
@@ -72,6 +72,10 @@ bench: $(STAMP)
 ## test: the whole suite against the real PostgreSQL, Redis and a dev broker
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+## test-fast: only the unit tests (not marked broker or drill): no broker, no worker or API processes
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not broker and not drill"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,15 @@
-"""Shared fixtures: a broker for the session, fresh topics and Redis per test, factories."""
+"""Shared fixtures: a broker for the session, fresh topics and Redis per test, factories.
+
+Only tests marked ``broker`` or ``drill`` get the broker and topics of their own. Any other
+test sees a broker address that refuses connections and a short message timeout, so that
+an event it publishes by the way (a post committed outside a test transaction goes out
+through the outbox) fails its delivery at once and harmlessly, and a test that truly needs
+the broker fails instead of passing by luck.
+"""
 
 import itertools
 import os
+import socket
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -37,9 +45,55 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker_stop(process)
 
 
+# Markers of the tests that get the session broker (see pyproject.toml).
+BROKER_MARKERS = ("broker", "drill")
+# Fixtures that start or need the broker: a test using one must carry a broker marker.
+BROKER_FIXTURES = {"kafka_bootstrap", "kafka", "worker"}
+# How long an unmarked test's producer keeps an undeliverable message, in milliseconds.
+NO_BROKER_MESSAGE_TIMEOUT_MS = 500
+
+
+def broker_marked(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) for name in BROKER_MARKERS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture starts: a test that uses a broker fixture must be marked for it."""
+    used = BROKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if used and not broker_marked(item):
+        pytest.fail(f"{item.nodeid} uses {sorted(used)}: mark it broker or drill", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def refused_address() -> Iterator[str]:
+    """A local address that refuses every connection: a port bound for the session, never
+    listened on, so that no broker (of this suite or anyone's) can take it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
 @pytest.fixture(autouse=True)
+def broker_for_marked_tests(request: pytest.FixtureRequest, settings) -> Iterator[None]:
+    """Tests marked broker or drill get their topics; any other test gets a refused address."""
+    if broker_marked(request.node):
+        request.getfixturevalue("kafka")
+        yield
+        return
+    settings.KAFKA_BOOTSTRAP_SERVERS = request.getfixturevalue("refused_address")
+    settings.KAFKA_MESSAGE_TIMEOUT_MS = NO_BROKER_MESSAGE_TIMEOUT_MS
+    producer.producer_reset()
+    yield
+    # What the test published can never be delivered: drop it rather than wait for it.
+    if producer._producer is not None and producer._producer_pid == os.getpid():
+        producer._producer.purge()
+    producer.producer_reset()
+
+
+@pytest.fixture
 def kafka(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:
-    """Every test gets its own topics and consumer group on the session broker."""
+    """Own topics and consumer group on the session broker (tests marked broker or drill)."""
     suffix = f"{os.getpid()}-{next(_names)}"
     settings.KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap
     settings.FEED_EVENTS_TOPIC = f"test-feed-events-{suffix}"

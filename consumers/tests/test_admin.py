@@ -67,6 +67,7 @@ def test_operators_can_browse_and_search(staff_client, make_user, dead_letter):
     assert b"1 accounts" in user.content
 
 
+@pytest.mark.broker
 def test_replay_action_republishes_and_marks_replayed(staff_client, dead_letter, settings):
     response = staff_client.post(
         "/admin/consumers/deadletter/",
@@ -145,6 +146,7 @@ def test_a_staff_user_who_may_only_view_dead_letters_cannot_replay_or_discard(ma
     assert not LogEntry.objects.exists()
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize(
     ("action", "permission", "status", "message"),
     [

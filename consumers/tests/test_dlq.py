@@ -63,6 +63,7 @@ def test_show_prints_the_message_and_error(dead_letter):
     assert "Traceback" in shown
 
 
+@pytest.mark.broker
 def test_replay_republishes_to_the_original_topic_and_marks_replayed(dead_letter, settings):
     first, second = dead_letter(value=b"one"), dead_letter(value=b"two")
 
@@ -79,6 +80,7 @@ def test_replay_republishes_to_the_original_topic_and_marks_replayed(dead_letter
     assert first.status == DeadLetter.Status.PENDING
 
 
+@pytest.mark.broker
 def test_replay_all_takes_every_pending_one(dead_letter, settings):
     dead_letter(value=b"a")
     dead_letter(value=b"b")

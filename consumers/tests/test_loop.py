@@ -26,6 +26,8 @@ from follows.models import Follow
 from posts.models import Post
 from tests.helpers import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
 
+pytestmark = pytest.mark.broker
+
 
 def publish(settings, *values: bytes, key: str = "1") -> None:
     for value in values:

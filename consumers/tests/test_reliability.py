@@ -36,7 +36,7 @@ from tests.helpers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.drill]
 User = get_user_model()
 
 

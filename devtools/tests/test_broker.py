@@ -3,7 +3,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.drill
 
 STARTER = """
 import sys

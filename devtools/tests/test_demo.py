@@ -64,6 +64,7 @@ def test_bad_options_are_refused_before_writing(options, message):
     assert not User.objects.exists()
 
 
+@pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_posts_travel_as_events_and_the_worker_fills_the_feeds(worker, settings):
     out = seed_demo(wait=0)
@@ -91,6 +92,7 @@ def test_posts_travel_as_events_and_the_worker_fills_the_feeds(worker, settings)
     assert response.json()["results"], "the busy reader's feed is filled"
 
 
+@pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_a_second_run_with_the_same_seed_writes_nothing(worker):
     seed_demo(wait=0)
@@ -106,6 +108,7 @@ def test_a_second_run_with_the_same_seed_writes_nothing(worker):
     assert "every event applied" in out
 
 
+@pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_waiting_without_a_worker_fails_clearly():
     with pytest.raises(

@@ -37,6 +37,7 @@ def relay(**overrides) -> OutboxRelay:
     return OutboxRelay(**(options | overrides))
 
 
+@pytest.mark.broker
 def test_a_post_and_its_outbox_row_commit_together(make_user):
     ada = make_user()
 
@@ -52,6 +53,7 @@ def test_a_post_and_its_outbox_row_commit_together(make_user):
     assert row.sent_at is not None
 
 
+@pytest.mark.broker
 def test_a_rolled_back_post_leaves_no_outbox_row_and_no_event(make_user, settings):
     ada = make_user()
 
@@ -70,6 +72,7 @@ def test_a_rolled_back_post_leaves_no_outbox_row_and_no_event(make_user, setting
     assert not Post.objects.filter(content="never").exists()
 
 
+@pytest.mark.broker
 def test_the_relay_publishes_unsent_rows_in_order_and_prunes_sent_ones(make_user, settings):
     ada = make_user()
     with transaction.atomic():
@@ -133,6 +136,7 @@ def own_broker(kafka, settings, tmp_path):
         broker_stop(process)
 
 
+@pytest.mark.drill
 def test_posts_created_while_the_broker_is_down_all_reach_every_follower(
     own_broker, settings, make_user, client_for, tmp_path
 ):
@@ -178,6 +182,7 @@ def test_posts_created_while_the_broker_is_down_all_reach_every_follower(
         stop_process(worker)
 
 
+@pytest.mark.drill
 def test_an_api_process_killed_between_commit_and_publish_loses_nothing(make_user, kafka, settings, tmp_path):
     ada = make_user()
     script = (
@@ -207,6 +212,7 @@ def test_an_api_process_killed_between_commit_and_publish_loses_nothing(make_use
     assert json.loads(message.value())["payload"] == {"post_id": post.pk, "author_id": ada.pk}
 
 
+@pytest.mark.drill
 def test_the_relay_command_runs_and_stops_cleanly(kafka, make_user, tmp_path, settings):
     with transaction.atomic():
         Post.objects.create(author=make_user(), content="left behind")

@@ -8,7 +8,7 @@ from feeds.services import feeds_trim
 from follows.models import Follow
 from tests.helpers import drain
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.broker]
 
 
 @pytest.fixture

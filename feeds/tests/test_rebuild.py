@@ -179,6 +179,7 @@ def advisory_waiters() -> int:
         return cursor.fetchone()[0]
 
 
+@pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_rebuilds_running_next_to_the_worker_leave_every_feed_exact(make_user, worker):
     """Posts, follows, unfollows and deletes flow through the worker while rebuilds of every

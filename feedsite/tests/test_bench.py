@@ -5,8 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from feedsite.settings.test import TEST_ENV_DEFAULTS
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.drill
 
 ROWS = [
     "| bare WSGI + 1 Redis GET (ceiling) |",

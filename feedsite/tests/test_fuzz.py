@@ -16,7 +16,7 @@ from feeds.models import FeedEntry
 from follows.models import Follow
 from posts.models import Post
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.broker]
 
 EXAMPLES_PER_OPERATION = 40
 

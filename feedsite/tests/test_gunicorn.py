@@ -10,7 +10,7 @@ from rest_framework.authtoken.models import Token
 from eventbus.models import OutboxMessage
 from tests.helpers import ROOT, free_port, metric_sum, stop_process, subprocess_env, topic_read, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.drill]
 
 REQUESTS = 40
 HEALTHZ = (

@@ -18,6 +18,7 @@ def test_healthz_answers_while_the_process_is_up():
     assert response.json() == {"status": "ok"}
 
 
+@pytest.mark.broker
 def test_readyz_is_200_when_every_service_answers():
     response = Client().get("/readyz")
 
@@ -36,6 +37,7 @@ def test_readyz_names_the_broker_when_it_is_down(settings):
     producer.producer_reset()
 
 
+@pytest.mark.broker
 def test_readyz_names_redis_when_it_is_down(settings):
     settings.CACHES = {
         "default": {
@@ -86,6 +88,7 @@ def test_a_database_outage_is_a_503_not_a_500(make_user, client_for, monkeypatch
     assert "detail" in response.json()
 
 
+@pytest.mark.broker
 def test_readyz_tells_anonymous_callers_states_only_and_logs_the_details(settings, caplog):
     port = free_port()
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}

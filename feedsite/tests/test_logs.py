@@ -99,6 +99,7 @@ def test_each_request_is_logged_with_its_id_user_status_and_duration(lines, make
     assert second["request_id"] == unauthenticated["X-Request-ID"] != "abc-123"
 
 
+@pytest.mark.broker
 @pytest.mark.django_db
 def test_worker_lines_carry_the_batch_and_a_failing_events_id(
     lines, worker, settings, make_user, monkeypatch

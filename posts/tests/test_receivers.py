@@ -7,6 +7,8 @@ from posts.models import Post
 from posts.services import post_create
 from tests.helpers import topic_read
 
+pytestmark = pytest.mark.broker
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_committed_post_is_published_as_post_created(make_user, settings):
