@@ -1,13 +1,22 @@
 """The operator documentation: linked, complete and consistent with the settings."""
 
 import re
+import tomllib
 from pathlib import Path
 
+from feedsite.tests.test_architecture import import_edges, project_packages
 from feedsite.tests.test_compose import settings_env_names
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()
 ARCHITECTURE = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under ``heading`` up to the next heading of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    body = markdown.split(f"\n{heading}\n", 1)[1]
+    return re.split(rf"^#{{1,{len(level)}}} ", body, maxsplit=1, flags=re.MULTILINE)[0]
 
 
 def slugs(markdown: str) -> set[str]:
@@ -56,3 +65,27 @@ def test_the_capacity_model_quotes_the_measured_benchmarks():
     inputs = ARCHITECTURE.split("### Measured inputs", 1)[1].split("### Assumptions", 1)[0]
     for figure in re.findall(r"\b\d{1,3}(?:,\d{3})+(?= (?:rows|req)/s)", inputs):
         assert figure in benchmarks, figure
+
+
+def test_the_apps_diagram_draws_exactly_the_arrows_of_the_code():
+    apps = section(ARCHITECTURE, "## Apps and their arrows")
+    [diagram] = re.findall(r"^```mermaid\n(.*?)^```$", apps, flags=re.MULTILINE | re.DOTALL)
+    drawn = set(re.findall(r"^\s*(\w+)\s*-->\s*(\w+)\s*$", diagram, flags=re.MULTILINE))
+    actual = set(import_edges())
+    assert drawn == actual, f"not in the code: {sorted(drawn - actual)}; not drawn: {sorted(actual - drawn)}"
+
+
+def test_the_code_layout_names_every_package():
+    layout = section(README, "### Code layout")
+    missing = {name for name in project_packages() if f"`{name}/`" not in layout}
+    assert not missing, f"the README's code layout does not name {sorted(missing)}"
+
+
+def test_the_development_section_explains_make_test_fast_and_every_marker():
+    development = section(README, "## Development")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    markers = [line.split(":", 1)[0] for line in pyproject["tool"]["pytest"]["ini_options"]["markers"]]
+    assert "make test-fast" in development
+    assert "## test-fast:" in (ROOT / "Makefile").read_text()
+    unexplained = [name for name in markers if f"`{name}`" not in development]
+    assert not unexplained, f"markers the Development section does not explain: {unexplained}"
