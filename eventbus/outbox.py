@@ -42,8 +42,14 @@ def outbox_enqueue(*, event: Event, key: str) -> OutboxMessage:
         value=event_encode(event),
         headers=[["event_type", event.type], ["event_id", str(event.event_id)]],
     )
-    # robust: the change is committed either way; the relay retries what this misses.
-    transaction.on_commit(partial(outbox_publish, rows=[row]), robust=True)
+
+    def publish_committed_row() -> None:
+        outbox_publish(rows=[row])
+
+    # robust: the change is committed either way; the relay retries what this misses. A
+    # function, not a functools.partial: Django logs a robust callback's failure by its
+    # __qualname__, which a partial lacks, and the AttributeError would escape the commit.
+    transaction.on_commit(publish_committed_row, robust=True)
     return row
 
 

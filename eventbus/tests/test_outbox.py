@@ -230,3 +230,21 @@ def test_the_relay_command_runs_and_stops_cleanly(kafka, make_user, tmp_path, se
         assert process.wait(20) == 0
     finally:
         stop_process(process)
+
+
+def test_a_publish_that_fails_after_the_commit_leaves_the_post_created_and_its_row_unsent(
+    make_user, client_for, monkeypatch, caplog
+):
+    def queue_full(**kwargs):
+        # The producer's local queue stays full: a broker outage long enough to fill it.
+        raise BufferError("Local: Queue full")
+
+    monkeypatch.setattr("eventbus.outbox.message_publish", queue_full)
+
+    response = client_for(make_user()).post("/posts", {"content": "kept"}, format="json")
+
+    assert response.status_code == 201
+    assert Post.objects.filter(pk=response.json()["id"]).exists()
+    [row] = OutboxMessage.objects.all()
+    assert row.sent_at is None, "left to the relay"
+    assert "Queue full" in caplog.text
