@@ -112,7 +112,12 @@ class FanoutWorker:
         self._assignment_changed("revoked", partitions)
 
     def _assignment_changed(self, change: str, partitions: list[TopicPartition]) -> None:
-        owned = self._owned()
+        try:
+            owned = self._owned()
+        except KafkaException:
+            # close() revokes through this callback while the consumer is being destroyed,
+            # when librdkafka may no longer answer: nothing is owned any more.
+            owned = set()
         metrics.FANOUT_ASSIGNED_PARTITIONS.set(len(owned))
         if partitions:
             logger.info(

@@ -3,7 +3,7 @@ import json
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from django.core.management import call_command
 from django.db.utils import OperationalError
@@ -621,3 +621,28 @@ def test_offsets_stored_for_a_deleted_topic_do_not_skip_the_events_of_its_succes
     row.refresh_from_db()
     assert row.next_offset == 3
     assert sample("feed_fanout_stale_offsets_total") == stale_before + 1
+
+
+class DestroyedConsumer(Consumer):
+    """A consumer being closed: librdkafka answers _DESTROY, which a rebalance callback
+    run by close() may meet, depending on timing."""
+
+    def assignment(self):
+        raise KafkaException(KafkaError(KafkaError._DESTROY))
+
+
+def test_a_rebalance_callback_during_close_does_not_raise(settings):
+    consumer = DestroyedConsumer(kafka_config(**{"group.id": settings.FANOUT_GROUP_ID}))
+    worker = FanoutWorker(
+        consumer=consumer,
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=0.2,
+        effects=FeedEffects(),
+    )
+    try:
+        worker._on_revoke(consumer, [])
+    finally:
+        Consumer.close(consumer)
+
+    assert sample("feed_fanout_assigned_partitions") == 0
