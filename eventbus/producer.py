@@ -92,6 +92,26 @@ def producer_reset() -> None:
         _producer = None
 
 
+def _unusable(err: KafkaError) -> bool:
+    """Whether a producer that reported ``err`` can never deliver again.
+
+    A broker that lost track of an idempotent producer (after a long enough outage, or a
+    restart) fences it: every later message is refused with PRODUCER_FENCED, which
+    librdkafka does not flag as fatal. A new producer gets a new producer id and delivers.
+    """
+    return err.fatal() or err.code() == KafkaError.PRODUCER_FENCED
+
+
+def _retire(producer: Producer, err: KafkaError) -> None:
+    """Drop ``producer`` if it is still the process's: the next use builds a new one. What
+    it still holds is reported undelivered or never; the outbox relay publishes those rows."""
+    global _producer
+    with _lock:
+        if _producer is producer:
+            _producer = None
+            logger.error("Kafka producer unusable (%s); a new one takes over", err)
+
+
 def message_publish(
     *,
     topic: str,
@@ -102,12 +122,19 @@ def message_publish(
 ) -> None:
     """Queue one message; delivery is reported to ``on_delivery`` from a later poll."""
     producer = producer_get()
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None and _unusable(err):
+            _retire(producer, err)
+        if on_delivery is not None:
+            on_delivery(err, msg)
+
     try:
-        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
     except BufferError:
         # The local queue is full: serve delivery reports to make room, then try once more.
         producer.poll(1.0)
-        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
     producer.poll(0)
 
 

@@ -248,3 +248,31 @@ def test_a_publish_that_fails_after_the_commit_leaves_the_post_created_and_its_r
     [row] = OutboxMessage.objects.all()
     assert row.sent_at is None, "left to the relay"
     assert "Queue full" in caplog.text
+
+
+def publishes(settings) -> bool:
+    try:
+        producer.messages_publish_confirmed(
+            [{"topic": settings.FEED_EVENTS_TOPIC, "key": "k", "value": b"after the freeze"}], timeout=10
+        )
+    except producer.DeliveryFailed:
+        return False
+    return True
+
+
+@pytest.mark.drill
+def test_a_producer_fenced_by_a_long_broker_freeze_is_replaced(own_broker, settings):
+    broker, _ = own_broker
+    settings.KAFKA_MESSAGE_TIMEOUT_MS = 5000
+    producer.producer_reset()
+    assert publishes(settings)
+
+    os.kill(broker.pid, signal.SIGSTOP)
+    for i in range(50):
+        producer.message_publish(topic=settings.FEED_EVENTS_TOPIC, key=str(i), value=b"during the freeze")
+    # The outage itself, not a wait for a result: frozen this long, the broker fences the
+    # idempotent producer, whose every later message is refused with PRODUCER_FENCED.
+    producer.producer_flush(8)
+    os.kill(broker.pid, signal.SIGCONT)
+
+    wait_for(lambda: publishes(settings), timeout=60, interval=0.5, what="a publish to succeed again")
