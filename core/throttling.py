@@ -58,6 +58,29 @@ return 0
 """
 
 
+# KEYS[1]: the client's key. ARGV: period in microseconds, burst size. Gives back one
+# request taken by GCRA (never more than a full allowance).
+GCRA_REFUND = """
+local interval = tonumber(ARGV[1]) / tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local new_tat = tat - interval
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
+end
+return 1
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def _gcra_refund(client):
+    return client.register_script(GCRA_REFUND)
+
+
 @functools.lru_cache(maxsize=8)
 def _gcra(client):
     """The GCRA script bound to a Redis client, built once per client, not per request."""
@@ -97,6 +120,18 @@ def rate_wait(scope: str, ident: str, *, take: bool = True) -> float | None:
         keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count, int(take)]
     )
     return wait_us / 1_000_000 if wait_us else None
+
+
+def rate_refund(scope: str, ident: str) -> None:
+    """Give back one request taken from the client's allowance in ``scope``. Raises
+    RedisError when the store is unreachable."""
+    rate = settings.API_THROTTLE_RATES.get(scope)
+    if not rate:
+        return
+    count, period = rate_parse(rate)
+    _gcra_refund(get_redis_connection("default"))(
+        keys=[throttle_key(scope, ident)], args=[period * 1_000_000, count]
+    )
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -192,11 +227,11 @@ class AccountLoginLimit:
     """Failed password checks against one account, from any address (``account_login``):
     shared by the token endpoint and the admin login, so neither adds to the other's guesses.
 
-    Only a failed check uses up the allowance, so the account's owner, who knows the
-    password, is not refused for logging in often; guesses are. ``check`` runs before the
-    password is checked and refuses once the allowance is used up; ``failed`` takes one
-    from it after a wrong password. Fails closed: raises ThrottleStoreUnavailable while
-    Redis is unreachable.
+    ``check`` takes one from the allowance before the password is checked, atomically, so
+    checks in flight at once cannot all pass; ``succeeded`` gives it back after a right
+    password. So only failed checks use the allowance up, and the account's owner, who
+    knows the password, is not refused for logging in often; guesses are. Fails closed:
+    raises ThrottleStoreUnavailable while Redis is unreachable.
     """
 
     scope = "account_login"
@@ -211,17 +246,20 @@ class AccountLoginLimit:
         return cls(data.get("username") if isinstance(data, Mapping) else None)
 
     def check(self) -> float | None:
-        """None if a password check may go ahead, else the seconds to wait."""
-        return self._wait(take=False)
-
-    def failed(self) -> None:
-        self._wait(take=True)
-
-    def _wait(self, *, take: bool) -> float | None:
+        """None if a password check may go ahead (one is taken), else the seconds to wait."""
         if self.ident is None:
             return None
         try:
-            return rate_wait(self.scope, self.ident, take=take)
+            return rate_wait(self.scope, self.ident)
         except RedisError:
             logger.error("throttle store unavailable; %s refused", self.scope)
             raise ThrottleStoreUnavailable() from None
+
+    def succeeded(self) -> None:
+        """Give back what ``check`` took: the password was right."""
+        if self.ident is None:
+            return
+        try:
+            rate_refund(self.scope, self.ident)
+        except RedisError:
+            logger.warning("throttle store unavailable; a right password still counts against %s", self.scope)

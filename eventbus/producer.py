@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, str | bytes]]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
-_lock = threading.Lock()
+# Reentrant: a flush under it serves delivery reports, which may retire the producer.
+_lock = threading.RLock()
 _producer: Producer | None = None
 _producer_pid: int | None = None
 _background_reports = False

@@ -7,7 +7,6 @@ gets 429 with Retry-After and no password check. While Redis is down, logins are
 with 503 rather than let through unlimited.
 """
 
-import contextlib
 import logging
 import math
 
@@ -39,7 +38,7 @@ def admin_login(request: HttpRequest, extra_context: dict | None = None) -> Http
     account = AccountLoginLimit.of(request.POST)
     try:
         # One scope after the other: an attempt refused per address uses up nothing of
-        # the account's allowance, which only a failed password check takes from.
+        # the account's allowance, which a right password gives back.
         wait = rate_wait("admin_login", f"ip:{client_ip(request)}")
         if wait is None:
             wait = account.check()
@@ -49,8 +48,8 @@ def admin_login(request: HttpRequest, extra_context: dict | None = None) -> Http
     if wait is not None:
         return _refused(429, wait, f"Too many login attempts; try again in {math.ceil(wait)} seconds.")
     response = admin.site.login(request, extra_context)
-    if not request.user.is_authenticated:
-        # The form again: a wrong password, or an account that may not use the admin.
-        with contextlib.suppress(ThrottleStoreUnavailable):
-            account.failed()
+    if response.status_code == 302:
+        # Logged in. Anything else is the form again: a wrong password, or an account that
+        # may not use the admin, also when posted from a session already logged in.
+        account.succeeded()
     return response

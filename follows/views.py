@@ -64,14 +64,13 @@ class TokenObtainView(APIView):
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        # Per account, after the per-address throttle: only failed checks use it up.
+        # Per account, after the per-address throttle; a right password gives it back.
         account = AccountLoginLimit.of(request.data)
         if (wait := account.check()) is not None:
             raise Throttled(wait)
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        if not serializer.is_valid():
-            account.failed()
-            raise ValidationError(serializer.errors)
+        serializer.is_valid(raise_exception=True)
+        account.succeeded()
         token = token_get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
 

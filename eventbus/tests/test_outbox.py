@@ -261,7 +261,7 @@ def publishes(settings) -> bool:
 
 
 @pytest.mark.drill
-def test_a_producer_fenced_by_a_long_broker_freeze_is_replaced(own_broker, settings):
+def test_a_producer_fenced_by_a_long_broker_freeze_is_replaced(own_broker, settings, caplog):
     broker, _ = own_broker
     settings.KAFKA_MESSAGE_TIMEOUT_MS = 5000
     producer.producer_reset()
@@ -276,3 +276,4 @@ def test_a_producer_fenced_by_a_long_broker_freeze_is_replaced(own_broker, setti
     os.kill(broker.pid, signal.SIGCONT)
 
     wait_for(lambda: publishes(settings), timeout=60, interval=0.5, what="a publish to succeed again")
+    assert "Kafka producer unusable" in caplog.text, "the freeze did not fence the producer"

@@ -10,6 +10,7 @@ from django.urls import URLPattern, get_resolver
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from core.throttling import AccountLoginLimit
 from follows.models import Follow
 from posts.models import Post
 from tests.helpers import ROOT, free_port
@@ -300,6 +301,27 @@ def test_only_failed_password_checks_use_up_an_accounts_allowance(make_user, set
         "/auth/token", {"username": "ada", "password": "wrong"}, format="json"
     )
     assert wrong.status_code == 400
+
+
+def test_password_checks_in_flight_at_once_share_the_accounts_allowance(settings):
+    rates(settings, account_login="1/hour")
+    first, second = AccountLoginLimit("ada"), AccountLoginLimit("ADA")
+
+    # The first check is under way (its password is being hashed) when the second arrives.
+    assert first.check() is None
+    assert second.check() is not None
+
+
+def test_a_wrong_admin_password_counts_even_from_a_logged_in_session(make_user, settings):
+    rates(settings, account_login="1/hour")
+    boss = make_user("boss", is_staff=True)
+    make_user("other", is_staff=True)
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    client.force_login(boss)
+
+    tries = [admin_login(client, "other", "wrong").status_code for _ in range(2)]
+
+    assert tries == [200, 429]
 
 
 def test_token_requests_refused_per_address_use_up_nothing_of_the_account(make_user, settings):
