@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +35,6 @@ LUA_DIR = ROOT / "scripts" / "bench"
 # The two big accounts: one above FANOUT_FOLLOWER_LIMIT (merged at read time), one below.
 CELEBRITY_FOLLOWERS = (20_000, 9_000)
 FOLLOWER_LIMIT = 10_000
-# wrk runs on this CPU; the server processes may use every CPU.
-LOAD_CPU = "1"
 
 
 def log(message: str) -> None:
@@ -177,17 +175,145 @@ def pg_version() -> str:
         return cursor.fetchone()[0].split()[0]
 
 
+# --- CPU ---------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ")".
+    return text[text.rindex(")") + 2 :].split()
+
+
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, None if it is gone."""
+    fields = _proc_stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def with_descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (gunicorn's workers, for one)."""
+    parents = {}
+    for other in _all_pids():
+        if (fields := _proc_stat(other)) is not None:
+            parents.setdefault(int(fields[1]), []).append(other)
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def named(*names: str) -> list[int]:
+    """Every process whose command name is one of ``names`` (the shared services)."""
+    pids = []
+    for pid in _all_pids():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in names:
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent busy since boot (/proc/stat, idle and iowait excluded)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL processes that work for the benchmark: the backends connected to its
+    database and the server's own background processes (WAL writer, checkpointer, ...),
+    not the backends of other databases on the same server."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() OR backend_type <> 'client backend'"
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+# The server's side of a run, as the CPU table's columns: API, worker, relay, broker,
+# PostgreSQL, Redis. Redis is counted whole: its databases share one process.
+SERVER_GROUPS = ("api", "worker", "relay", "broker", "postgres", "redis")
+
+
+class CpuMeter:
+    """CPU used by groups of processes over an interval, from /proc/<pid>/stat deltas.
+
+    A process that appears during the interval counts with all its CPU; one that exits
+    before the end is lost (PostgreSQL backends live as long as their connection, which
+    the API keeps, so few are).
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        sample = {}
+        for name, pids in self.groups.items():
+            sample[name] = {pid: cpu for pid in pids() if (cpu := proc_cpu(pid)) is not None}
+        return sample
+
+    def start(self) -> None:
+        self.before, self.busy_before, self.started = self._sample(), machine_busy(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Cores each group used on average (CPU seconds per second), plus ``machine``."""
+        after, busy, elapsed = self._sample(), machine_busy(), time.monotonic() - self.started
+        cores = {
+            name: sum(cpu - self.before[name].get(pid, 0.0) for pid, cpu in after[name].items()) / elapsed
+            for name in self.groups
+        }
+        cores["machine"] = (busy - self.busy_before) / elapsed
+        return cores
+
+
 # --- Load --------------------------------------------------------------------------------
 
 
-def wrk(url: str, script: str, *, seconds: int, connections: int, threads: int = 2, **env: str) -> dict:
-    """One wrk run pinned to LOAD_CPU; returns RPS, latency percentiles and wrk's own CPU."""
+def loaded(command: list[str], *, pin: str | None, meter: CpuMeter, **kwargs) -> tuple[str, dict]:
+    """Run a load generator (pinned to CPUs ``pin`` with taskset, if given) while ``meter``
+    watches the server; its stdout, and the CPU figures in cores: ``load_cpu`` the
+    generator's own (from its rusage), ``cpu`` the server's groups and the machine."""
+    if pin is not None:
+        command = ["taskset", "-c", pin, *command]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(
+    meter.start()
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, check=True, **kwargs)
+    elapsed = time.monotonic() - started
+    cpu = meter.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result.stdout, {"load_cpu": load / elapsed, "cpu": cpu, "elapsed": elapsed}
+
+
+def wrk(
+    url: str,
+    script: str,
+    *,
+    seconds: int,
+    connections: int,
+    threads: int = 2,
+    pin: str | None,
+    meter: CpuMeter,
+    **env: str,
+) -> dict:
+    """One wrk run; returns RPS, latency percentiles and the CPU figures of ``loaded``."""
+    out, cpu = loaded(
         [
-            "taskset",
-            "-c",
-            LOAD_CPU,
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
@@ -197,14 +323,10 @@ def wrk(url: str, script: str, *, seconds: int, connections: int, threads: int =
             str(LUA_DIR / script),
             url,
         ],
-        capture_output=True,
-        text=True,
-        check=True,
+        pin=pin,
+        meter=meter,
         env={**os.environ, "BENCH_LUA_DIR": str(LUA_DIR), **env},
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = result.stdout
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
     def latency(p: str) -> float:
         value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
@@ -218,41 +340,22 @@ def wrk(url: str, script: str, *, seconds: int, connections: int, threads: int =
         "p90": latency("90"),
         "p99": latency("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
-        "load_cpu": cpu / seconds,
+        "load_threads": threads,
+        **cpu,
     }
 
 
-def openloop(base: str, users_file: Path, kind: str, *, rate: float, seconds: int) -> dict:
-    result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            "node",
-            str(LUA_DIR / "openloop.js"),
-            base,
-            str(users_file),
-            kind,
-            str(rate),
-            str(seconds),
-            "64",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+def openloop(
+    base: str, users_file: Path, kind: str, *, rate: float, seconds: int, pin: str | None, meter: CpuMeter
+) -> dict:
+    out, cpu = loaded(
+        ["node", str(LUA_DIR / "openloop.js"), base, str(users_file), kind, str(rate), str(seconds), "64"],
+        pin=pin,
+        meter=meter,
         timeout=seconds + 120,
     )
-    return json.loads(result.stdout)
-
-
-def open_loop(results: dict, key: str, kind: str, base: str, users_file: Path, seconds: int) -> None:
-    """The closed-loop workload ``key`` again, at a fixed 70% of its maximum (needs Node)."""
-    if not shutil.which("node"):
-        log("node is missing: no open-loop run")
-        return
-    rate = 0.7 * results[key]["rps"]
-    log(f"open loop at 70% of the maximum: {rate:.0f} {kind} per second")
-    results[f"{key}_open"] = {**openloop(base, users_file, kind, rate=rate, seconds=seconds), "rate": rate}
+    # Node runs one thread of JavaScript: it is the bottleneck near one core.
+    return {**json.loads(out), **cpu, "requests": json.loads(out)["sent"], "load_threads": 1}
 
 
 def metric(url: str, name: str) -> float:
@@ -375,6 +478,12 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--avg-follows", type=int, default=int(os.environ.get("BENCH_AVG_FOLLOWS", "100")))
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "20")))
     parser.add_argument(
+        "--pin-load",
+        metavar="CPUS",
+        default=os.environ.get("BENCH_PIN_LOAD") or None,
+        help="pin the load generators to these CPUs with taskset (default: not pinned)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="every step at a tiny size; writes no BENCHMARKS.md"
     )
     parser.add_argument("--seed", type=int, default=1)
@@ -386,7 +495,8 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Run:
-    """One benchmark run: its ports, its seeded graph and what it measured so far."""
+    """One benchmark run: its ports, its seeded graph, its processes and what it measured
+    so far."""
 
     args: argparse.Namespace
     chance: random.Random
@@ -397,7 +507,11 @@ class Run:
     graph: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     users_file: Path = RUN_DIR / "users.txt"
+    # The authors of the POST runs: accounts with about AUTHOR_FOLLOWERS followers each.
+    authors_file: Path = RUN_DIR / "authors.txt"
     connections: int = 32
+    stack: Stack | None = None
+    broker: subprocess.Popen | None = None
 
     @property
     def base(self) -> str:
@@ -411,15 +525,57 @@ class Run:
     def tokens(self) -> dict[int, str]:
         return self.graph["tokens"]
 
-    def wrk(self, url: str, script: str, **env: str) -> dict:
+    def _pids(self, *names: str) -> list[int]:
+        processes = self.stack.processes if self.stack else {}
+        return [pid for n in names if n in processes for pid in with_descendants(processes[n].pid)]
+
+    @property
+    def meter(self) -> CpuMeter:
+        """The server's processes, by SERVER_GROUPS: the HTTP server is the API or the
+        bare app of a ceiling, whichever runs."""
+        return CpuMeter(
+            {
+                "api": lambda: self._pids("api", "bare", "bare_write"),
+                "worker": lambda: self._pids("fanout"),
+                "relay": lambda: self._pids("relay"),
+                "broker": lambda: [self.broker.pid] if self.broker else [],
+                "postgres": postgres_pids,
+                "redis": lambda: named("redis-server"),
+            }
+        )
+
+    def wrk(self, url: str, script: str, *, users_file: Path | None = None, **env: str) -> dict:
         return wrk(
             url,
             script,
             seconds=self.args.seconds,
             connections=self.connections,
-            BENCH_USERS_FILE=str(self.users_file),
+            pin=self.args.pin_load,
+            meter=self.meter,
+            BENCH_USERS_FILE=str(users_file or self.users_file),
             **env,
         )
+
+    def open_loop(self, key: str, kind: str, *, rate: float, users_file: Path | None = None) -> None:
+        """Workload ``kind`` at a fixed ``rate`` (needs Node), stored under ``key``."""
+        if not shutil.which("node"):
+            log("node is missing: no open-loop run")
+            return
+        log(f"open loop: {rate:.0f} {kind} per second")
+        result = openloop(
+            self.base,
+            users_file or self.users_file,
+            kind,
+            rate=rate,
+            seconds=self.args.seconds,
+            pin=self.args.pin_load,
+            meter=self.meter,
+        )
+        self.results[key] = {**result, "rate": rate}
+
+
+# The POST runs' authors have about this many followers each.
+AUTHOR_FOLLOWERS = 50
 
 
 def settings_env() -> dict[str, str]:
@@ -475,16 +631,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from devtools.broker import broker_start, broker_stop
     from eventbus.topics import topics_ensure
 
-    broker = broker_start(run.bootstrap, log=RUN_DIR / "broker.log")
-    stack = Stack(env, RUN_DIR)
+    run.broker = broker_start(run.bootstrap, log=RUN_DIR / "broker.log")
+    run.stack = Stack(env, RUN_DIR)
     try:
         topics_ensure()
-        measure_ceiling(run, stack)
-        measure_api(run, stack)
-        measure_fanout(run, stack)
+        measure_ceilings(run)
+        measure_api(run)
+        measure_fanout(run)
     finally:
-        stack.stop_all()
-        broker_stop(broker)
+        run.stack.stop_all()
+        broker_stop(run.broker)
+    fanout_compare(run)
 
     versions = {
         "python": platform.python_version(),
@@ -506,49 +663,93 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def prepare(run: Run) -> None:
-    """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads."""
+    """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads
+    and the authors file of the POST runs."""
     log(f"seeding {run.args.users} users, ~{run.args.avg_follows} follows each")
     run.graph = seed(
         users=run.args.users, avg_follows=run.args.avg_follows, posts_per_user=2, chance=run.chance
     )
     ceiling = fanout_ceiling(follower_limit=FOLLOWER_LIMIT)
     log(f"INSERT...SELECT ceiling: {ceiling['rows']} rows in {ceiling['seconds']:.1f}s")
-    run.users_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in run.graph["active"]))
+    active = run.graph["active"]
+    run.users_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in active))
+    # The active users whose follower counts are nearest AUTHOR_FOLLOWERS (the big accounts
+    # are not among them), up to 500 of them, so that posts spread over many partitions.
+    by_followers = run.graph["by_followers"]
+    authors = sorted(active[2:], key=lambda u: (abs(by_followers.get(u, 0) - AUTHOR_FOLLOWERS), u))
+    authors = authors[: max(20, min(500, len(active) // 10))]
+    run.authors_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in authors))
     run.results.update(
-        ceiling_insert_select=ceiling, graph={k: run.graph[k] for k in ("accounts", "follows")}
+        ceiling_insert_select=ceiling,
+        graph={k: run.graph[k] for k in ("accounts", "follows")},
+        authors={
+            "count": len(authors),
+            "mean_followers": sum(by_followers.get(u, 0) for u in authors) / len(authors),
+        },
     )
 
 
-def measure_ceiling(run: Run, stack: Stack) -> None:
-    """A bare WSGI app doing one Redis GET, under the API's gunicorn settings."""
+def measure_ceilings(run: Run) -> None:
+    """The bare apps under the API's gunicorn settings: one Redis GET for reads, one
+    committed transaction of a post row and an outbox row for writes."""
     from django.conf import settings
+    from django.db import connection
 
+    from eventbus.models import OutboxMessage
+    from eventbus.topics import Topic
     from feeds.pages import feed_page
+    from posts.models import Post
 
-    log("reference ceiling: bare WSGI app with one Redis GET, same gunicorn settings")
+    log("read ceiling: bare WSGI app with one Redis GET, same gunicorn settings")
     # The bytes of a real first page (the busiest user's), so the ceiling serves as much.
     bare_body = RUN_DIR / "bare_page.json"
     bare_body.write_bytes(feed_page(user_id=run.graph["active"][0], limit=settings.FEED_PAGE_SIZE))
     run.results["bare_body_bytes"] = bare_body.stat().st_size
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")]
-    stack.start(
+    bare = f"http://127.0.0.1:{run.bare_port}"
+    run.stack.start(
         "bare",
         command=[*gunicorn, "--chdir", str(LUA_DIR), "bare_wsgi:application"],
         PORT=str(run.bare_port),
         BENCH_BARE_BODY=str(bare_body),
     )
-    wait_http(f"http://127.0.0.1:{run.bare_port}/healthz")
-    run.results["bare"] = run.wrk(f"http://127.0.0.1:{run.bare_port}", "feed.lua")
-    stack.stop("bare")
+    wait_http(f"{bare}/healthz")
+    run.results["bare"] = run.wrk(bare, "feed.lua")
+    run.stack.stop("bare")
+
+    log("durable-write ceiling: bare WSGI app, post row + outbox row, one committed transaction")
+    last_post = Post.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    last_outbox = OutboxMessage.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    run.stack.start(
+        "bare_write",
+        command=[*gunicorn, "--chdir", str(LUA_DIR), "bare_write:application"],
+        PORT=str(run.bare_port),
+        BENCH_DSN=os.environ["DATABASE_URL"],
+        BENCH_USERS_FILE=str(run.authors_file),
+        BENCH_POSTS_TABLE=Post._meta.db_table,
+        BENCH_OUTBOX_TABLE=OutboxMessage._meta.db_table,
+        BENCH_TOPIC=Topic.FEED_EVENTS.topic_name,
+    )
+    wait_http(f"{bare}/healthz")
+    run.results["bare_write"] = run.wrk(bare, "post.lua", users_file=run.authors_file)
+    run.stack.stop("bare_write")
+    # Its rows go before the relay starts: they are not to be published nor fanned out.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id > %s", [last_outbox])
+        cursor.execute(f"DELETE FROM {Post._meta.db_table} WHERE id > %s", [last_post])
+        cursor.execute(f"VACUUM ANALYZE {OutboxMessage._meta.db_table}")
+        cursor.execute(f"VACUUM ANALYZE {Post._meta.db_table}")
 
 
-def measure_api(run: Run, stack: Stack) -> None:
-    """Cached and uncached feed reads and post creation, closed loop and open loop."""
+def measure_api(run: Run) -> None:
+    """Cached and uncached feed reads, and post creation with the fan-out worker stopped
+    and running; closed loop and open loop."""
     from django.conf import settings
 
     from feeds.pages import feed_page
     from follows.authentication import CachedTokenAuthentication
 
+    stack = run.stack
     for name in ("api", "fanout", "relay"):
         stack.start(name)
     wait_http(f"{run.base}/healthz")
@@ -561,16 +762,65 @@ def measure_api(run: Run, stack: Stack) -> None:
         auth.authenticate_credentials(run.tokens[user_id])
         feed_page(user_id=user_id, limit=settings.FEED_PAGE_SIZE)
     run.results["feed_cached"] = run.wrk(run.base, "feed.lua")
-    open_loop(run.results, "feed_cached", "GET /feeds", run.base, run.users_file, run.args.seconds)
+    run.open_loop("feed_cached_open", "GET /feeds", rate=0.7 * run.results["feed_cached"]["rps"])
     log("uncached GET /feeds/{id}?limit=19 (the cache holds only default pages)")
     run.results["feed_uncached"] = run.wrk(run.base, "feed.lua", BENCH_FEED_QUERY="?limit=19")
-    log("POST /posts")
-    run.results["post"] = run.wrk(run.base, "post.lua")
-    open_loop(run.results, "post", "POST /posts", run.base, run.users_file, run.args.seconds)
+
+    log("POST /posts, fan-out worker stopped: the API's own cost")
+    wait_idle(run.metrics_url)
+    stack.stop("fanout")
+    first = last_post_id()
+    run.results["post_paused"] = run.wrk(run.base, "post.lua", users_file=run.authors_file)
+    stack.start("fanout")
+    wait_http(run.metrics_url)
+    # From the restart: the group join (about half the session timeout) is included.
+    run.results["post_paused"]["drain"] = backlog_drain(since_post=first)
+
+    log(f"POST /posts, fan-out worker running, ~{AUTHOR_FOLLOWERS} followers per author")
+    first = last_post_id()
+    run.results["post"] = run.wrk(run.base, "post.lua", users_file=run.authors_file)
+    run.results["post"]["drain"] = backlog_drain(since_post=first)
+    run.open_loop(
+        "post_open", "POST /posts", rate=0.7 * run.results["post"]["rps"], users_file=run.authors_file
+    )
+    backlog_drain(since_post=first)
 
 
-def measure_fanout(run: Run, stack: Stack) -> None:
+def last_post_id() -> int:
+    from posts.models import Post
+
+    return Post.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def backlog_drain(*, since_post: int, timeout: float = 300.0) -> float:
+    """Seconds until every post after ``since_post`` is in its author's own feed, which
+    the fan-out writes in the same transaction as the followers' entries (authors the
+    read time merges are left out)."""
+    from django.db import connection
+
+    from feeds.models import FeedEntry, PulledAuthor
+    from posts.models import Post
+
+    started = time.monotonic()
+    query = (
+        f"SELECT EXISTS (SELECT 1 FROM {Post._meta.db_table} p WHERE p.id > %s"
+        f" AND p.author_id NOT IN (SELECT user_id FROM {PulledAuthor._meta.db_table})"
+        f" AND NOT EXISTS (SELECT 1 FROM {FeedEntry._meta.db_table} f"
+        "   WHERE f.user_id = p.author_id AND f.post_id = p.id))"
+    )
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(query, [since_post])
+            if not cursor.fetchone()[0]:
+                return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("the fan-out backlog did not drain")
+        time.sleep(0.05)
+
+
+def measure_fanout(run: Run) -> None:
     """A burst drained by one worker, post-to-feed latencies, peak memory."""
+    stack = run.stack
     log("fan-out burst: posts queue up while the worker is stopped, then one worker drains them")
     wait_idle(run.metrics_url)
     stack.stop("fanout")
@@ -579,23 +829,28 @@ def measure_fanout(run: Run, stack: Stack) -> None:
     # Authors drawn at random, so their audiences follow the graph's distribution.
     burst_authors = run.chance.sample(active[len(run.graph["stars"]) :], min(200, len(active) - 2))
     burst = 200 if run.args.smoke else 4000
+    burst_ids = []
     for i in progress(range(burst), desc="burst posts", unit="post"):
-        burst_api.post(run.tokens[burst_authors[i % len(burst_authors)]], f"burst {i}")
+        burst_ids.append(
+            burst_api.post(run.tokens[burst_authors[i % len(burst_authors)]], f"burst {i}")["id"]
+        )
     stack.start("fanout")
     wait_http(run.metrics_url)
     rows, seconds = burst_drained(run.metrics_url)
     # Seconds the worker spent in batches: its start-up and group join are not counted.
-    run.results["fanout_burst"] = {"posts": burst, "rows": rows, "seconds": seconds}
+    run.results["fanout_burst"] = {"posts": burst, "rows": rows, "seconds": seconds, "post_ids": burst_ids}
 
     wait_idle(run.metrics_url)
-    log("post-to-feed latency: a ~100-follower author at 200 posts/s")
+    rate = 0.5 * run.results["post"]["rps"]
+    log(f"post-to-feed latency: a ~100-follower author at 50% of the maximum, {rate:.0f} posts/s")
     by_followers = run.graph["by_followers"]
     hundred = min(active[2:], key=lambda u: abs(by_followers.get(u, 0) - 100))
     lat = post_to_feed(
-        run.base, run.tokens, hundred, followers(hundred)[:3], rate=200, seconds=run.args.seconds / 2
+        run.base, run.tokens, hundred, followers(hundred)[:3], rate=rate, seconds=run.args.seconds / 2
     )
     run.results["latency_100"] = {
         "author_followers": by_followers.get(hundred, 0),
+        "rate": rate,
         "posts": len(lat),
         "p50": percentile(lat, 0.5),
         "p99": percentile(lat, 0.99),
@@ -616,6 +871,54 @@ def measure_fanout(run: Run, stack: Stack) -> None:
     run.results["rss_api_mb"] = max(peak_rss_mb(p) for p in children(stack.processes["api"].pid))
 
 
+def fanout_compare(run: Run) -> None:
+    """The burst's fan-out written again in this process, once with the worker's
+    ``feed_fanout_posts`` (INSERT ... SELECT) and once with bulk_create(ignore_conflicts=True)
+    of rows built in Python, each into a feed table cleared of the burst's rows; wall and
+    CPU seconds of each. Runs after the stack has stopped, so nothing else writes."""
+    from django.db import connection, transaction
+
+    from feeds.models import FeedEntry
+    from feeds.services import INSERT_BATCH_SIZE, feed_fanout_posts
+    from follows.models import Follow
+    from posts.models import Post
+
+    post_ids = run.results["fanout_burst"].pop("post_ids")
+    feeds = FeedEntry._meta.db_table
+
+    def clear() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {feeds} WHERE post_id = ANY(%s)", [post_ids])
+            cursor.execute(f"VACUUM ANALYZE {feeds}")
+
+    def bulk() -> int:
+        authors = dict(Post.objects.filter(pk__in=post_ids).values_list("pk", "author_id"))
+        audience: dict[int, list[int]] = {}
+        for followee, follower in Follow.objects.filter(followee_id__in=set(authors.values())).values_list(
+            "followee_id", "follower_id"
+        ):
+            audience.setdefault(followee, []).append(follower)
+        rows = [
+            FeedEntry(user_id=user, post_id=post)
+            for post, author in authors.items()
+            for user in [author, *audience.get(author, [])]
+        ]
+        FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
+        return len(rows)
+
+    def timed(write: Callable[[], int]) -> dict:
+        clear()
+        wall, cpu = time.monotonic(), time.process_time()
+        with transaction.atomic():
+            rows = write()
+        wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+        return {"rows": rows, "seconds": wall, "cpu": cpu, "rows_per_s": rows / wall}
+
+    log("fan-out of the burst again in-process: bulk_create, then INSERT ... SELECT")
+    run.results["fanout_bulk_create"] = timed(bulk)
+    run.results["fanout_insert_select"] = timed(lambda: feed_fanout_posts(post_ids=post_ids).rows)
+
+
 def burst_drained(metrics_url: str) -> tuple[float, float]:
     """Feed rows the worker wrote and seconds it spent in batches, until the rows stop
     growing for 3 s once they started (after the group join)."""
@@ -632,6 +935,11 @@ def burst_drained(metrics_url: str) -> tuple[float, float]:
 def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: dict) -> str:
     """The results as the markdown of BENCHMARKS.md."""
     cpu = platform.processor() or platform.machine()
+    pinned = (
+        f"pinned with `taskset -c {args.pin_load}`; the server is not pinned"
+        if args.pin_load
+        else "not pinned: they and the server share every CPU"
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -642,41 +950,63 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         f"{r['graph']['follows']:,} follows (power law, ~{args.avg_follows} per user), big accounts "
         f"with {CELEBRITY_FOLLOWERS[0]:,} and {CELEBRITY_FOLLOWERS[1]:,} followers, 2 seeded posts per user.",
         "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings_env.items()) + "; production otherwise.",
-        f"Load: wrk pinned with `taskset -c {LOAD_CPU}`; the server is not pinned, so they share that CPU. "
-        f"{args.seconds} s per run, 32 connections, 2 threads. `load CPU` is wrk's own CPU use, in cores.",
+        f"Load: wrk (2 threads, 32 connections) and the open-loop driver, {pinned}. "
+        f"{args.seconds} s per run. The POST runs post as the {r['authors']['count']} active users "
+        f"with follower counts nearest {AUTHOR_FOLLOWERS} ({r['authors']['mean_followers']:.0f} on average).",
         "",
     ]
     lines += _render_closed(r)
     if "feed_cached_open" in r:
         lines += _render_open(r)
+    lines += _render_cpu(r, args=args)
     lines += _render_fanout(r)
     lines += _render_commands(args)
     return "\n".join(lines)
 
 
-def _render_closed(r: dict) -> list[str]:
-    def closed(name: str, w: dict, note: str = "") -> str:
-        cells = [name, f"{w['rps']:,.0f}", *(f"{w[p]:.1f}" for p in ("p50", "p90", "p99"))]
-        return "| " + " | ".join([*cells, f"{w['load_cpu']:.2f}", str(w["non_2xx"]), note]) + " |"
+# Each row of the closed-loop table: its key in the results, its name, its ceiling's key
+# (None: it is a ceiling; "": it has none).
+CLOSED_ROWS = [
+    ("bare", "bare WSGI + 1 Redis GET (read ceiling)", None),
+    ("feed_cached", "GET /feeds/{id}, cached", "bare"),
+    ("feed_uncached", "GET /feeds/{id}?limit=19, uncached", ""),
+    (
+        "bare_write",
+        "bare durable write: post row + outbox row, one committed transaction (write ceiling)",
+        None,
+    ),
+    ("post_paused", "POST /posts, fan-out worker stopped (the API's own cost)", "bare_write"),
+    ("post", f"POST /posts, fan-out worker running, ~{AUTHOR_FOLLOWERS} followers per author", "bare_write"),
+]
+OPEN_ROWS = [
+    ("feed_cached_open", "GET /feeds/{id}, cached, open loop", "bare"),
+    ("post_open", "POST /posts, worker running, open loop", "bare_write"),
+]
 
-    bare = r["bare"]["rps"]
+
+def _render_closed(r: dict) -> list[str]:
+    def closed(key: str, name: str, ceiling: str | None) -> str:
+        w = r[key]
+        ratio = "100%" if ceiling is None else f"{w['rps'] / r[ceiling]['rps']:.0%}" if ceiling else ""
+        cells = [name, f"{w['rps']:,.0f}", ratio, *(f"{w[p]:.1f}" for p in ("p50", "p90", "p99"))]
+        note = ""
+        if key == "bare":
+            note = f"returns a real {r['bare_body_bytes']:,}-byte feed page"
+        elif key == "post_paused":
+            note = f"backlog drained {w['drain']:.1f} s after the worker's restart (group join included)"
+        elif key == "post":
+            note = f"backlog drained {w['drain']:.2f} s after the run"
+        return "| " + " | ".join([*cells, str(w["non_2xx"]), note]) + " |"
+
     return [
         "## Closed loop (wrk)",
         "",
-        "| workload | req/s | p50 ms | p90 ms | p99 ms | load CPU | non-2xx | note |",
+        "Each ratio is to the ceiling of its kind measured in this run: the read ceiling for",
+        "reads, the durable-write ceiling for posts.",
+        "",
+        "| workload | req/s | of its ceiling | p50 ms | p90 ms | p99 ms | non-2xx | note |",
         "|---|---|---|---|---|---|---|---|",
-        closed(
-            "bare WSGI + 1 Redis GET (ceiling)",
-            r["bare"],
-            f"returns a real {r['bare_body_bytes']:,}-byte feed page",
-        ),
-        closed(
-            "GET /feeds/{id}, cached",
-            r["feed_cached"],
-            f"{r['feed_cached']['rps'] / bare:.0%} of the ceiling",
-        ),
-        closed("GET /feeds/{id}?limit=19, uncached", r["feed_uncached"]),
-        closed("POST /posts (outbox on)", r["post"]),
+        *(closed(*row) for row in CLOSED_ROWS),
         "",
     ]
 
@@ -688,20 +1018,86 @@ def _render_open(r: dict) -> list[str]:
             f"{o['rate']:,.0f}",
             f"{o['rps']:,.0f}",
             *(f"{o[p]:.1f}" for p in ("p50", "p90", "p99")),
-            f"{o.get('load_cpu', float('nan')):.2f}",
         ]
         return "| " + " | ".join([*cells, str(o["statuses"])]) + " |"
 
     return [
         "## Open loop at 70% of the closed-loop maximum",
         "",
-        "Latency counted from each request's scheduled start (`scripts/bench/openloop.js`, Node,",
-        "pinned like wrk), so stalls are not hidden by coordinated omission.",
+        "Latency counted from each request's scheduled start (`scripts/bench/openloop.js`, Node),",
+        "so stalls are not hidden by coordinated omission. POST /posts runs at 70% of the",
+        "worker-running maximum, with the worker running.",
         "",
-        "| workload | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | load CPU | statuses |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | statuses |",
+        "|---|---|---|---|---|---|---|",
         opened("GET /feeds/{id}, cached", r["feed_cached_open"]),
-        opened("POST /posts", r["post_open"]),
+        opened("POST /posts, worker running", r["post_open"]),
+        "",
+    ]
+
+
+def cpu_figures(w: dict, ceiling: dict | None) -> dict:
+    """The CPU table's derived figures of one run: server cores, CPU per request, the ratio
+    to its ceiling when both are CPU-bound, and what bounded it."""
+    server = sum(w["cpu"][g] for g in SERVER_GROUPS)
+    requests = max(w["requests"], 1)
+    seconds = w["elapsed"]
+    server_us = server * seconds / requests * 1e6
+    total_us = (server + w["load_cpu"]) * seconds / requests * 1e6
+    figures = {"server": server, "server_us": server_us, "total_us": total_us, "bound_ratio": None}
+    if ceiling is not None:
+        figures["bound_ratio"] = cpu_figures(ceiling, None)["total_us"] / total_us
+    cpus = os.cpu_count() or 1
+    if w["load_cpu"] >= 0.9 * min(w["load_threads"], cpus):
+        figures["bound"] = "load generator"
+    elif w["cpu"]["machine"] >= 0.9 * cpus:
+        figures["bound"] = "CPU (all cores busy)"
+    else:
+        figures["bound"] = "neither: waits"
+    return figures
+
+
+def _render_cpu(r: dict, *, args: argparse.Namespace) -> list[str]:
+    rows = []
+    for key, name, ceiling in CLOSED_ROWS + OPEN_ROWS:
+        if key not in r:
+            continue
+        w = r[key]
+        f = cpu_figures(w, r[ceiling] if ceiling else None)
+        other = max(0.0, w["cpu"]["machine"] - f["server"] - w["load_cpu"])
+        ratio = "100%" if ceiling is None else f"{f['bound_ratio']:.0%}" if ceiling else ""
+        cells = [
+            name,
+            *(f"{w['cpu'][g]:.2f}" for g in SERVER_GROUPS),
+            f"{f['server']:.2f}",
+            f"{w['load_cpu']:.2f}",
+            f"{other:.2f}",
+            f"{f['server_us']:,.0f}",
+            f"{1e6 / f['server_us']:,.0f}" if f["server_us"] else "",
+            ratio,
+            f["bound"],
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return [
+        "## CPU per run",
+        "",
+        "Cores used on average during each run, from `/proc/<pid>/stat` deltas: the HTTP server",
+        "(the API, or the bare app of a ceiling, all its workers), the fan-out worker, the outbox",
+        "relay, the broker, PostgreSQL (the backends of the benchmark's database and the server's",
+        "background processes), Redis (the whole server), their sum (`server`), the load",
+        "generator (`load`, from its rusage) and whatever else the",
+        "machine ran (`other`, from `/proc/stat`). `µs/req` is the server's CPU per request;",
+        "`req/core-s` its inverse, the requests one core serves (the seed quotes 1,200 posts/s",
+        "on 10 cores, 120 per core). `CPU-bound ratio` is the ratio to the ceiling that holds",
+        "when both are bound by CPU: the ceiling's CPU per request, server and load generator",
+        "together, over the row's. `bound by`: the load generator when it used 90% of the cores",
+        "its threads can use; CPU when the machine's cores were 90% busy; otherwise the run",
+        "waited (latency, locks, I/O).",
+        "",
+        "| run | API | worker | relay | broker | PostgreSQL | Redis | server | load | other "
+        "| µs/req | req/core-s | CPU-bound ratio | bound by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
         "",
     ]
 
@@ -713,6 +1109,7 @@ def _render_fanout(r: dict) -> list[str]:
     c, b = r["ceiling_insert_select"], r["fanout_burst"]
     burst_rate = b["rows"] / b["seconds"] if b["seconds"] else float("nan")
     l100, l9k = r["latency_100"], r["latency_9k"]
+    sql, bulk = r["fanout_insert_select"], r["fanout_bulk_create"]
     return [
         "## Fan-out",
         "",
@@ -723,7 +1120,16 @@ def _render_fanout(r: dict) -> list[str]:
         f"| one run_fanout process, burst of {b['posts']:,} posts | {burst_rate:,.0f} rows/s "
         f"({b['rows']:,.0f} rows in {b['seconds']:.1f} s of batches), "
         f"{burst_rate / c['rows_per_s']:.0%} of the ceiling |",
-        f"| post to feed via the API, {l100['author_followers']}-follower author at 200 posts/s "
+        f"| the same burst in one process, INSERT ... SELECT (`feed_fanout_posts`) "
+        f"| {sql['rows_per_s']:,.0f} rows/s ({sql['rows']:,} rows in {sql['seconds']:.2f} s, "
+        f"{sql['cpu']:.2f} s of Python CPU), {sql['rows_per_s'] / c['rows_per_s']:.0%} of the ceiling |",
+        f"| the same burst in one process, bulk_create(ignore_conflicts=True) "
+        f"| {bulk['rows_per_s']:,.0f} rows/s ({bulk['rows']:,} rows in {bulk['seconds']:.2f} s, "
+        f"{bulk['cpu']:.2f} s of Python CPU, {bulk['cpu'] / bulk['rows'] * 1e6:.1f} µs per row), "
+        f"{bulk['rows_per_s'] / c['rows_per_s']:.0%} of the ceiling, "
+        f"{bulk['rows_per_s'] / sql['rows_per_s']:.0%} of INSERT ... SELECT |",
+        f"| post to feed via the API, {l100['author_followers']}-follower author at "
+        f"{l100['rate']:,.0f} posts/s (50% of the worker-running maximum) "
         f"| p50 {ms(l100['p50'])}, p99 {ms(l100['p99'])} "
         f"({l100['posts']} posts, 3 followers polled every 20 ms) |",
         f"| post to feed via the API, {l9k['author_followers']:,}-follower author "
@@ -735,16 +1141,17 @@ def _render_fanout(r: dict) -> list[str]:
 
 
 def _render_commands(args: argparse.Namespace) -> list[str]:
+    pin = f"taskset -c {args.pin_load} " if args.pin_load else ""
     return [
         "## Commands",
         "",
         "```",
         "make bench  # or:",
-        f"scripts/bench.py --users {args.users} --avg-follows {args.avg_follows} --seconds {args.seconds}",
-        f"taskset -c {LOAD_CPU} wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/feed.lua <api>",
-        f"taskset -c {LOAD_CPU} wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/post.lua <api>",
-        f"taskset -c {LOAD_CPU} node scripts/bench/openloop.js <api> <users> 'GET /feeds' <rate>"
-        f" {args.seconds} 64",
+        f"scripts/bench.py --users {args.users} --avg-follows {args.avg_follows} --seconds {args.seconds}"
+        + (f" --pin-load {args.pin_load}" if args.pin_load else ""),
+        f"{pin}wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/feed.lua <api>",
+        f"{pin}wrk -t2 -c32 -d{args.seconds}s --latency -s scripts/bench/post.lua <api>",
+        f"{pin}node scripts/bench/openloop.js <api> <users> 'GET /feeds' <rate> {args.seconds} 64",
         "```",
         "",
     ]

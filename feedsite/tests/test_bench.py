@@ -13,15 +13,43 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.drill
 
 ROWS = [
-    "| bare WSGI + 1 Redis GET (ceiling) |",
+    "| bare WSGI + 1 Redis GET (read ceiling) |",
     "| GET /feeds/{id}, cached |",
     "| GET /feeds/{id}?limit=19, uncached |",
-    "| POST /posts (outbox on) |",
+    "| bare durable write: post row + outbox row, one committed transaction (write ceiling) |",
+    "| POST /posts, fan-out worker stopped (the API's own cost) |",
+    "| POST /posts, fan-out worker running, ~50 followers per author |",
+    "| POST /posts, worker running |",
     "| INSERT ... SELECT ... ON CONFLICT DO NOTHING (ceiling) |",
     "| one run_fanout process, burst of 200 posts |",
+    "| the same burst in one process, INSERT ... SELECT (`feed_fanout_posts`) |",
+    "| the same burst in one process, bulk_create(ignore_conflicts=True) |",
     "| post to feed via the API, ",
     "| peak RSS |",
 ]
+# The CPU table has a row for every closed-loop and open-loop run, each with the server's
+# processes, the load generator, the CPU per request and what bounded the run.
+CPU_HEADER = (
+    "| run | API | worker | relay | broker | PostgreSQL | Redis | server | load | other "
+    "| µs/req | req/core-s | CPU-bound ratio | bound by |"
+)
+CPU_RUNS = [
+    "bare WSGI + 1 Redis GET (read ceiling)",
+    "GET /feeds/{id}, cached",
+    "GET /feeds/{id}?limit=19, uncached",
+    "bare durable write: post row + outbox row, one committed transaction (write ceiling)",
+    "POST /posts, fan-out worker stopped (the API's own cost)",
+    "POST /posts, fan-out worker running, ~50 followers per author",
+    "GET /feeds/{id}, cached, open loop",
+    "POST /posts, worker running, open loop",
+]
+
+
+def cpu_rows(table: str) -> dict[str, list[str]]:
+    """The CPU table's rows by run name, as their cells."""
+    section = table.split(CPU_HEADER, 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines()[2:]]
+    return {cells[0]: cells[1:] for cells in rows}
 
 
 def test_the_benchmark_runs_every_step_and_prints_its_table():
@@ -49,6 +77,17 @@ def test_the_benchmark_runs_every_step_and_prints_its_table():
         assert row in table, f"missing {row!r} in\n{table}"
     assert "nan" not in table
     assert " 0 rows" not in table
+    assert CPU_HEADER in table, f"no CPU table in\n{table}"
+    runs = cpu_rows(table)
+    assert sorted(runs) == sorted(CPU_RUNS), runs
+    for name, cells in runs.items():
+        api, *_, server, load, _other = (float(c) for c in cells[:9])
+        assert api > 0, (name, cells)
+        assert server >= api, (name, cells)
+        assert load > 0, (name, cells)
+        assert cells[-1] in {"load generator", "CPU (all cores busy)", "neither: waits"}, (name, cells)
+    # The POST runs' backlog drain times are reported.
+    assert "backlog drained" in table
     # A smoke run leaves the committed results alone.
     after = (ROOT / "BENCHMARKS.md").read_bytes() if (ROOT / "BENCHMARKS.md").exists() else None
     assert after == benchmarks
