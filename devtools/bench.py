@@ -960,6 +960,7 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         lines += _render_open(r)
     lines += _render_cpu(r, args=args)
     lines += _render_fanout(r)
+    lines += _render_targets(r)
     lines += _render_commands(args)
     return "\n".join(lines)
 
@@ -1136,6 +1137,59 @@ def _render_fanout(r: dict) -> list[str]:
         f"| p50 {ms(l9k['p50'])}, p99 {ms(l9k['p99'])} ({l9k['posts']} posts; until all "
         f"{l9k['watchers']} sampled followers, polled every 20 ms, saw each) |",
         f"| peak RSS | worker {r['rss_worker_mb']:.0f} MB, largest API worker {r['rss_api_mb']:.0f} MB |",
+        "",
+    ]
+
+
+def targets(r: dict) -> list[tuple[str, str, str, bool]]:
+    """The write pipeline's targets: each one's name, goal, this run's figure and whether
+    it was met."""
+
+    def share(key: str, ceiling: str) -> float:
+        return r[key]["rps"] / r[ceiling]["rps"]
+
+    burst = r["fanout_burst"]
+    fanout = burst["rows"] / burst["seconds"] / r["ceiling_insert_select"]["rows_per_s"]
+    rows = [
+        ("GET /feeds/{id} cached, of the read ceiling", 0.85, share("feed_cached", "bare"), "ratio"),
+        (
+            "POST /posts, worker stopped, of the write ceiling",
+            0.70,
+            share("post_paused", "bare_write"),
+            "ratio",
+        ),
+        ("POST /posts, worker running, of the write ceiling", 0.45, share("post", "bare_write"), "ratio"),
+        ("POST /posts, worker running: its backlog drained after the run", 2.0, r["post"]["drain"], "s"),
+        ("POST /posts open loop at 70% of the worker-running maximum, p99", 25.0, r["post_open"]["p99"], "ms")
+        if "post_open" in r
+        else None,
+        ("post to feed, 100-follower author at 50% of the maximum, p99", 0.1, r["latency_100"]["p99"], "s"),
+        ("post to feed, 9,000-follower author, p99", 1.0, r["latency_9k"]["p99"], "s"),
+        ("fan-out by one worker, of the INSERT ... SELECT ceiling", 0.85, fanout, "ratio"),
+    ]
+    out = []
+    for name, goal, value, unit in filter(None, rows):
+        if unit == "ratio":
+            out.append((name, f"≥ {goal:.0%}", f"{value:.0%}", value >= goal))
+        elif unit == "s":
+            out.append((name, f"≤ {goal:g} s", f"{value:.2f} s", value <= goal))
+        else:
+            out.append((name, f"≤ {goal:g} ms", f"{value:.1f} ms", value <= goal))
+    return out
+
+
+def _render_targets(r: dict) -> list[str]:
+    return [
+        "## Targets",
+        "",
+        "The write pipeline's targets, each against the figure of this run.",
+        "",
+        "| target | goal | this run | verdict |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {goal} | {value} | {'met' if met else 'not met'} |"
+            for name, goal, value, met in targets(r)
+        ),
         "",
     ]
 
