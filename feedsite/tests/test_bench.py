@@ -4,6 +4,7 @@ asserted here; BENCHMARKS.md holds a real run."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -109,3 +110,36 @@ def test_the_benchmark_runs_every_step_and_prints_its_table():
     # A smoke run leaves the committed results alone.
     after = (ROOT / "BENCHMARKS.md").read_bytes() if (ROOT / "BENCHMARKS.md").exists() else None
     assert after == benchmarks
+
+
+def test_the_cpu_meter_counts_a_process_and_its_children_from_proc():
+    from devtools.bench import CpuMeter, with_descendants
+
+    # Given a process whose child burns 0.3 s of CPU, then both wait for stdin.
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import sys, time\\nwhile time.process_time() < 0.3: pass\\nprint(flush=True)\\nsys.stdin.read()'],"
+        " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print(flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        meter = CpuMeter({"tree": lambda: with_descendants(parent.pid), "none": lambda: []})
+        # When the meter watches while the child works,
+        meter.start()
+        assert parent.stdout.readline() == "\n"
+        cores = meter.stop()
+        elapsed = time.monotonic() - meter.started
+    finally:
+        parent.kill()
+        parent.wait(10)
+    # Then the child's CPU counts for the tree (it started after the first sample, so all of
+    # it), an empty group counts nothing, and the machine was at least as busy.
+    assert cores["tree"] * elapsed >= 0.25, cores
+    assert cores["none"] == 0
+    assert cores["machine"] * elapsed >= 0.25, cores
