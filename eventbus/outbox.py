@@ -5,11 +5,13 @@ Publication has two paths. The fast path publishes the row as soon as the transa
 commits. The relay publishes every row the broker has not acknowledged after
 ``OUTBOX_RELAY_GRACE_SECONDS``, which covers a broker outage and a process that died
 between the commit and the publish. Either path may publish a row twice; consumers are
-idempotent. Rows are marked sent only from a delivery report, then pruned.
+idempotent. Rows are marked sent only from a delivery report, then pruned. The reports a
+poll serves are marked together, in one UPDATE, once the poll returns.
 """
 
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from django.utils import timezone
 from core import metrics
 from eventbus.events import Event, event_encode
 from eventbus.models import OutboxMessage
-from eventbus.producer import Deliveries, message_publish, producer_flush
+from eventbus.producer import Deliveries, message_publish, producer_after_reports, producer_flush
 from eventbus.topics import Topic
 
 logger = logging.getLogger(__name__)
@@ -77,19 +79,56 @@ def _report(
         logger.warning("outbox row %d not delivered: %s", row_id, err)
         deliveries.fail(err)
         return
+    with _delivered_lock:
+        _delivered.append(_Delivered(row_id, msg.topic(), event_type, deliveries))
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    row_id: int
+    topic: str
+    event_type: str
+    deliveries: Deliveries
+
+
+# Rows the broker acknowledged, not yet marked sent. Reports may be served on any thread
+# that polls; whichever runs outbox_mark_delivered next marks them.
+_delivered: list[_Delivered] = []
+_delivered_lock = threading.Lock()
+
+
+def outbox_mark_delivered() -> None:
+    """Mark sent, in one UPDATE, every row whose delivery was reported since the last call.
+
+    The producer calls it after each poll or flush, on the thread that served the reports:
+    the report thread of an API process, or the relay inside its batch's transaction, so
+    that the marks commit with the batch. A row counts as published only once marked.
+    """
+    with _delivered_lock:
+        if not _delivered:
+            return
+        delivered = _delivered.copy()
+        _delivered.clear()
     try:
-        OutboxMessage.objects.filter(pk=row_id, sent_at__isnull=True).update(sent_at=timezone.now())
+        OutboxMessage.objects.filter(pk__in=[d.row_id for d in delivered], sent_at__isnull=True).update(
+            sent_at=timezone.now()
+        )
     except Exception as exc:
-        # Delivered but not marked: the relay will publish it again, which is harmless.
-        logger.exception("outbox row %d delivered but not marked sent", row_id)
+        # Delivered but not marked: the relay will publish them again, which is harmless.
+        logger.exception("%d outbox rows delivered but not marked sent", len(delivered))
         # Reports may run on a long-lived thread: drop its connection if it broke, so the
-        # next report reconnects (never inside a transaction, such as the relay's).
+        # next mark reconnects (never inside a transaction, such as the relay's).
         if not connection.in_atomic_block:
             close_old_connections()
-        deliveries.fail(exc)
+        for d in delivered:
+            d.deliveries.fail(exc)
         return
-    metrics.EVENTS_PUBLISHED.labels(msg.topic(), event_type).inc()
-    deliveries.ack(row_id)
+    for d in delivered:
+        metrics.EVENTS_PUBLISHED.labels(d.topic, d.event_type).inc()
+        d.deliveries.ack(d.row_id)
+
+
+producer_after_reports(outbox_mark_delivered)
 
 
 @dataclass

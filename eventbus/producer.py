@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
+from django.db import connections
 
 from eventbus.topics import kafka_config
 
@@ -27,6 +28,9 @@ _lock = threading.RLock()
 _producer: Producer | None = None
 _producer_pid: int | None = None
 _background_reports = False
+# Run on the thread that served delivery reports, after each poll or flush that may have
+# served some: a report callback can queue its work and do it once per batch.
+_after_reports: list[Callable[[], None]] = []
 
 
 def producer_serve_reports_in_background() -> None:
@@ -37,6 +41,22 @@ def producer_serve_reports_in_background() -> None:
     """
     global _background_reports
     _background_reports = True
+
+
+def producer_after_reports(hook: Callable[[], None]) -> None:
+    """Call ``hook`` after every poll or flush that may have served delivery reports, on the
+    thread that served them. In a process that serves reports in the background, only its
+    report thread calls it, never a request."""
+    if hook not in _after_reports:
+        _after_reports.append(hook)
+
+
+def _reports_served() -> None:
+    for hook in _after_reports:
+        try:
+            hook()
+        except Exception:
+            logger.exception("delivery report hook failed")
 
 
 def producer_get() -> Producer:
@@ -68,8 +88,13 @@ def producer_get() -> Producer:
 
 
 def _serve_reports(producer: Producer) -> None:
-    while producer is _producer:
-        producer.poll(0.2)
+    try:
+        while producer is _producer:
+            producer.poll(0.2)
+            _reports_served()
+    finally:
+        # The hooks may have opened a database connection on this thread.
+        connections.close_all()
 
 
 def producer_flush(timeout: float | None = None) -> int:
@@ -79,6 +104,7 @@ def producer_flush(timeout: float | None = None) -> int:
     if timeout is None:
         timeout = settings.KAFKA_PRODUCER_FLUSH_TIMEOUT
     remaining = _producer.flush(timeout)
+    _reports_served()
     if remaining:
         logger.error("%d Kafka messages were not delivered before the flush timeout", remaining)
     return remaining
@@ -90,6 +116,7 @@ def producer_reset() -> None:
     with _lock:
         if _producer is not None and _producer_pid == os.getpid():
             _producer.flush(1)
+            _reports_served()
         _producer = None
 
 
@@ -137,6 +164,8 @@ def message_publish(
         producer.poll(1.0)
         producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
     producer.poll(0)
+    if not _background_reports:
+        _reports_served()
 
 
 class DeliveryFailed(Exception):

@@ -10,7 +10,8 @@ import sys
 import psycopg
 import pytest
 from django.conf import settings as django_settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devtools.broker import broker_start, broker_stop
@@ -91,6 +92,39 @@ def test_the_relay_publishes_unsent_rows_in_order_and_prunes_sent_ones(make_user
     messages = topic_read(settings.FEED_EVENTS_TOPIC, count=3)
     ids = [json.loads(m.value())["payload"]["post_id"] for m in sorted(messages, key=lambda m: m.offset())]
     assert ids == [p.pk for p in posts]
+
+
+@pytest.mark.broker
+def test_the_delivered_rows_of_a_batch_are_marked_sent_in_one_statement(make_user):
+    with transaction.atomic():
+        for i in range(50):
+            Post.objects.create(author=make_user(), content=str(i))
+        transaction.get_connection().run_on_commit.clear()
+
+    with CaptureQueriesContext(connection) as queries:
+        result = relay().run_once()
+
+    assert result.published == 50
+    assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+    marks = [q for q in queries if q["sql"].startswith(f'UPDATE "{OutboxMessage._meta.db_table}"')]
+    # One per batch of reports a poll served, not one per row; the broker may answer a few
+    # of them while the batch is still being queued.
+    assert 1 <= len(marks) <= 5, f"{len(marks)} UPDATEs marked 50 rows sent"
+
+
+@pytest.mark.broker
+def test_the_report_thread_marks_the_rows_of_committed_posts_sent(make_user, monkeypatch):
+    monkeypatch.setattr(producer, "_background_reports", True)
+    producer.producer_reset()
+    try:
+        for i in range(20):
+            post_create(author=make_user(), content=str(i))
+
+        # Nothing on this thread polls: only the report thread can mark them.
+        wait_for(lambda: not OutboxMessage.objects.filter(sent_at__isnull=True).exists(), timeout=10)
+    finally:
+        producer.producer_reset()
+    assert OutboxMessage.objects.filter(sent_at__isnull=False).count() == 20
 
 
 def test_the_relay_leaves_young_rows_to_the_fast_path(make_user):
