@@ -9,6 +9,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,9 @@ _lock = threading.RLock()
 _producer: Producer | None = None
 _producer_pid: int | None = None
 _background_reports = False
+# Seconds the report thread keeps serving reports after the first of a batch before it
+# runs the hooks; the outbox's sent marks wait that long (the relay waits seconds).
+REPORT_GATHER_SECONDS = 0.02
 # Run on the thread that served delivery reports, after each poll or flush that may have
 # served some: a report callback can queue its work and do it once per batch.
 _after_reports: list[Callable[[], None]] = []
@@ -90,7 +94,12 @@ def producer_get() -> Producer:
 def _serve_reports(producer: Producer) -> None:
     try:
         while producer is _producer:
-            producer.poll(0.2)
+            if producer.poll(0.2):
+                # Under a steady load reports arrive one at a time: let them gather for a
+                # moment, so that the hooks (the outbox's sent marks) handle many at once.
+                deadline = time.monotonic() + REPORT_GATHER_SECONDS
+                while (left := deadline - time.monotonic()) > 0:
+                    producer.poll(left)
             _reports_served()
     finally:
         # The hooks may have opened a database connection on this thread.
