@@ -147,7 +147,7 @@ class FanoutWorker:
         """
         if not self._recovered:
             self._recover()
-        messages = [m for m in self.consumer.consume(self.batch_size, self.batch_timeout) if message_ok(m)]
+        messages = self._consume()
         if kept := self.kept.take():
             messages = in_order([*kept, *messages])
         if messages:
@@ -156,6 +156,24 @@ class FanoutWorker:
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
             self._observe_lag()
         return len(messages)
+
+    def _consume(self) -> list[Message]:
+        """The next batch: what has arrived, up to ``batch_size`` messages.
+
+        Waits up to ``batch_timeout`` for a first message, then takes what is already
+        fetched and keeps taking while more keeps arriving, for at most ``batch_timeout``
+        in all, but never waits to fill the batch: an event on a quiet topic is applied
+        at once, and a backlog (which builds up while a batch is applied) still makes
+        large batches.
+        """
+        deadline = time.monotonic() + self.batch_timeout
+        messages = self.consumer.consume(self.batch_size, 0) or self.consumer.consume(1, self.batch_timeout)
+        while messages and len(messages) < self.batch_size and time.monotonic() < deadline:
+            more = self.consumer.consume(self.batch_size - len(messages), 0)
+            if not more:
+                break
+            messages += more
+        return [m for m in messages if message_ok(m)]
 
     def _recover(self) -> None:
         """Flush what a worker that died left behind: the effects' and unpublished dead letters.

@@ -1,11 +1,13 @@
 import io
 import json
+import threading
 import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from django.core.management import call_command
+from django.db import connections
 from django.db.utils import OperationalError
 from prometheus_client import REGISTRY
 from redis.exceptions import ReadOnlyError, ResponseError
@@ -24,6 +26,7 @@ from feeds.effects import FeedEffects
 from feeds.models import FeedEntry, StalePages
 from follows.models import Follow
 from posts.models import Post
+from posts.services import post_create
 from tests.helpers import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
 
 pytestmark = pytest.mark.broker
@@ -86,6 +89,49 @@ def test_worker_fans_out_a_batch_and_commits_its_offsets(worker, settings, make_
     }
     assert committed(worker, settings) == 5
     assert sample("feed_post_to_feed_latency_seconds_count") == latency_before + 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_quiet_topic_is_applied_without_waiting_out_the_batch_window(settings, make_user):
+    # given a worker whose batch window is far longer than the wait below, and one post
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    worker = FanoutWorker(
+        consumer=consumer,
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=60,
+        effects=FeedEffects(),
+    )
+    author = make_user()
+    post = post_create(author=author, content="alone")
+    assert producer_flush(10) == 0
+    consumed: list[int] = []
+
+    def batch() -> None:
+        try:
+            consumed.append(worker.run_once())
+        finally:
+            connections.close_all()
+
+    # when one batch runs
+    thread = threading.Thread(target=batch)
+    thread.start()
+    try:
+        # then it returns with the event applied as soon as the event is there
+        wait_for(
+            lambda: not thread.is_alive(), timeout=10, what="the batch to return before its window ended"
+        )
+    finally:
+        thread.join()
+        consumer.close()
+    assert consumed == [1]
+    assert FeedEntry.objects.filter(user_id=author.pk, post_id=post.pk).exists()
 
 
 @pytest.mark.django_db
