@@ -26,18 +26,31 @@ logger = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
 TABLE = AppliedOffset._meta.db_table
-# A new row starts with both offsets at what is known: fetched, and maybe applied. A row
-# stored without a topic id takes the topic's id now; one stored with another id keeps
-# it, so that ``forget_stale`` still tells it apart.
-STORE_FETCHED = (
+# In one statement: read the batch's partitions as stored, and raise their fetched_offset
+# (a new row starts with it, and next_offset at 0). All parts of a statement see the same
+# snapshot, so ``stored`` is what was there before. A row stored without a topic id takes
+# the topic's id now; one stored with another id keeps it, so that ``forget_stale`` still
+# tells it apart. {unflushed} lets the statement's own commit skip the wait for the WAL
+# flush (see ``AppliedOffsets.fetched``).
+MARK_FETCHED = (
+    "WITH batch (g, t, p, o, i) AS (VALUES {values}), "
+    "stored AS ("
+    "SELECT s.topic, s.partition, s.next_offset, s.fetched_offset, s.topic_id "
+    f"FROM {TABLE} AS s JOIN batch "
+    "ON s.consumer_group = batch.g AND s.topic = batch.t AND s.partition = batch.p"
+    "), "
+    "marked AS ("
     f"INSERT INTO {TABLE} "
     "(consumer_group, topic, partition, next_offset, fetched_offset, topic_id, updated_at) "
-    "SELECT g, t, p, 0, o, i, now() FROM (VALUES {values}) AS batch (g, t, p, o, i) "
+    "SELECT g, t, p, 0, o, i, now() FROM batch {unflushed} "
     "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
     f"fetched_offset = GREATEST({TABLE}.fetched_offset, EXCLUDED.fetched_offset), "
     f"topic_id = COALESCE(NULLIF({TABLE}.topic_id, ''), EXCLUDED.topic_id), "
     "updated_at = EXCLUDED.updated_at"
+    ") "
+    "SELECT topic, partition, next_offset, fetched_offset, topic_id FROM stored"
 )
+UNFLUSHED = "WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL"
 STORE_APPLIED = (
     f"INSERT INTO {TABLE} "
     "(consumer_group, topic, partition, next_offset, fetched_offset, topic_id, updated_at) "
@@ -79,10 +92,19 @@ class AppliedOffsets:
 
         Counted as reprocessed: the messages applied before (skipped), and those fetched
         before but not applied (by a worker that stopped uncleanly).
+
+        The fetched offsets are committed on their own, before the batch is applied, or a
+        batch that dies while being applied would take them with it, and its messages,
+        fetched again, would not count as unapplied: so a batch writes AppliedOffset twice,
+        but reads and marks in one statement. Outside a transaction that statement commits
+        without waiting for the WAL flush: what it stores only feeds a metric, and a later
+        commit (the batch's own) flushes it anyway; a crash of PostgreSQL in between can
+        only undercount ``unapplied``.
         """
-        stored = self.stored(messages)
-        self.forget_stale(messages, stored)
-        self.store_fetched(messages)
+        stored = self.mark_fetched(messages)
+        if self.forget_stale(messages, stored):
+            # Forgetting reset their fetched offsets too: mark them again.
+            self.mark_fetched(messages)
         applied_to = {key: row.next_offset for key, row in stored.items()}
         fetched_to = {key: row.fetched_offset for key, row in stored.items()}
         fresh = [m for m in messages if m.offset() >= applied_to.get((m.topic(), m.partition()), 0)]
@@ -93,19 +115,19 @@ class AppliedOffsets:
             metrics.FANOUT_REPROCESSED.labels("unapplied").inc(len(refetched))
         return fresh
 
-    def stored(self, messages: Sequence[Message]) -> dict[Partition, Stored]:
-        """The rows stored for the partitions of ``messages``."""
-        partitions = {(m.topic(), m.partition()) for m in messages}
-        rows = AppliedOffset.objects.filter(
-            consumer_group=self.group_id,
-            topic__in={t for t, _ in partitions},
-            partition__in={p for _, p in partitions},
-        ).values_list("topic", "partition", "next_offset", "fetched_offset", "topic_id")
-        return {(t, p): Stored(n, f, i) for t, p, n, f, i in rows if (t, p) in partitions}
+    def mark_fetched(self, messages: Sequence[Message]) -> dict[Partition, Stored]:
+        """Raise each partition's ``fetched_offset`` to the offset after ``messages``;
+        return the partitions' rows as they were stored before."""
+        unflushed = "" if connection.in_atomic_block else UNFLUSHED
+        statement = MARK_FETCHED.replace("{unflushed}", unflushed)
+        with connection.cursor() as cursor:
+            cursor.execute(*self._values(statement, messages))
+            rows = cursor.fetchall()
+        return {(t, p): Stored(n, f, i) for t, p, n, f, i in rows}
 
-    def forget_stale(self, messages: Sequence[Message], stored: dict[Partition, Stored]) -> None:
+    def forget_stale(self, messages: Sequence[Message], stored: dict[Partition, Stored]) -> bool:
         """Forget, in ``stored`` and in the table, offsets stored for an earlier topic of
-        the same name.
+        the same name; return whether any were.
 
         A topic deleted and created again (a broker that lost its data, a migration, by
         hand) starts from offset 0, so offsets of its predecessor would skip its first
@@ -119,6 +141,7 @@ class AppliedOffsets:
             for m in messages
             if (key := (m.topic(), m.partition())) in stored and m.offset() < stored[key].next_offset
         }
+        forgotten = False
         for topic in sorted({t for t, _ in skipping}):
             current = self.topic_id(topic, fresh=True)
             stale = sorted(
@@ -138,24 +161,24 @@ class AppliedOffsets:
                 )
                 del stored[key]
             if stale:
+                forgotten = True
                 AppliedOffset.objects.filter(
                     consumer_group=self.group_id, topic=topic, partition__in=[p for _, p in stale]
                 ).update(next_offset=0, fetched_offset=0, topic_id=current, updated_at=timezone.now())
-
-    def store_fetched(self, messages: Sequence[Message]) -> None:
-        """Raise each partition's ``fetched_offset`` to the offset after ``messages``."""
-        self._upsert(STORE_FETCHED, messages)
+        return forgotten
 
     def store_applied(self, messages: Sequence[Message]) -> None:
         """Raise each partition's ``next_offset`` to the offset after ``messages``; call it
         in the transaction that applies them."""
-        self._upsert(STORE_APPLIED, messages)
+        with connection.cursor() as cursor:
+            cursor.execute(*self._values(STORE_APPLIED, messages))
 
-    def _upsert(self, statement: str, messages: Sequence[Message]) -> None:
+    def _values(self, statement: str, messages: Sequence[Message]) -> tuple[str, list[object]]:
+        """``statement`` with its {values} filled for the partitions of ``messages``, and
+        its parameters."""
         rows = [(self.group_id, t, p, o, self.topic_id(t)) for (t, p), o in next_offsets(messages).items()]
         values = ", ".join(["(%s, %s, %s::integer, %s::bigint, %s)"] * len(rows))
-        with connection.cursor() as cursor:
-            cursor.execute(statement.replace("{values}", values), [value for row in rows for value in row])
+        return statement.replace("{values}", values), [value for row in rows for value in row]
 
     def topic_id(self, topic: str, *, fresh: bool = False) -> str:
         """The broker's id of ``topic``, as last looked up ("" if the broker has none)."""

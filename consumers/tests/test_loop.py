@@ -7,8 +7,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
 from django.db.utils import OperationalError
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -275,6 +276,72 @@ def test_redelivered_messages_are_skipped_and_counted(worker, settings, make_use
 
     assert calls == []
     assert sample("feed_fanout_reprocessed_total", reason="applied") == before + 4
+
+
+@pytest.mark.django_db
+def test_messages_a_dead_worker_fetched_but_never_applied_are_counted_unapplied(
+    worker, settings, make_user, monkeypatch
+):
+    # given a worker killed while applying the batch it fetched
+    author = make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(3)]
+    publish(settings, *(created(p) for p in posts), key=str(author.pk))
+    real = handlers.HANDLERS[POST_CREATED]
+    doomed = []
+
+    def killed(events):
+        doomed.extend(events)
+        raise Crash("killed while applying the batch")
+
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, killed)
+    with pytest.raises(Crash):
+        drain(worker, 3)
+    monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, real)
+    before = sample("feed_fanout_reprocessed_total", reason="unapplied")
+
+    # when a worker started anew consumes them again
+    successor = fresh_worker(settings)
+    try:
+        drain(successor, 3)
+    finally:
+        successor.consumer.close()
+
+    # then they are applied, and counted as fetched before but never applied
+    assert set(FeedEntry.objects.filter(user_id=author.pk).values_list("post_id", flat=True)) == {
+        p.pk for p in posts
+    }
+    assert doomed
+    assert sample("feed_fanout_reprocessed_total", reason="unapplied") == before + len(doomed)
+
+
+@pytest.mark.django_db
+def test_a_batch_reads_and_marks_its_fetched_offsets_in_one_statement(worker, settings, make_user):
+    # given partitions with offsets stored, and more messages fetched from them
+    author = make_user()
+    posts = [Post.objects.create(author=author, content=str(i)) for i in range(4)]
+    publish(settings, *(created(p) for p in posts[:2]), key=str(author.pk))
+    drain(worker, 2)
+    publish(settings, *(created(p) for p in posts[2:]), key=str(author.pk))
+    messages = []
+    wait_for(
+        lambda: (
+            messages.extend(m for m in worker.consumer.consume(2, 0.5) if m.error() is None)
+            or len(messages) == 2
+        ),
+        timeout=30,
+        what="the two new messages",
+    )
+
+    # when the worker takes note that it fetched them
+    with CaptureQueriesContext(connection) as queries:
+        fresh = worker.offsets.fetched(messages)
+
+    # then one statement both read what was applied and marked them fetched
+    assert fresh == messages
+    assert [q["sql"] for q in queries if AppliedOffset._meta.db_table in q["sql"]] == [queries[0]["sql"]]
+    assert len(queries) == 1
+    row = AppliedOffset.objects.get(consumer_group=settings.FANOUT_GROUP_ID)
+    assert (row.next_offset, row.fetched_offset) == (2, 4)
 
 
 @pytest.mark.django_db
