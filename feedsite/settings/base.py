@@ -191,7 +191,8 @@ OUTBOX_RELAY_METRICS_PORT = env.int("OUTBOX_RELAY_METRICS_PORT", default=9102)
 FANOUT_GROUP_ID = env.str("FANOUT_GROUP_ID", default="feed-fanout")
 # Most messages the worker takes in one batch. Default: 500.
 FANOUT_BATCH_SIZE = env.int("FANOUT_BATCH_SIZE", default=500)
-# Milliseconds the worker waits to fill a batch. Default: 100.
+# Milliseconds a batch keeps taking messages while more keep arriving, and the longest the
+# worker waits for a first one; a batch never waits to fill. Default: 100.
 FANOUT_BATCH_MS = env.int("FANOUT_BATCH_MS", default=100)
 # Longest the broker may hold a fetch while it has no new data (fetch.wait.max.ms); bounds
 # post-to-feed latency on brokers that hold fetches to the limit. Default: 20.

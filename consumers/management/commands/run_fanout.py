@@ -23,7 +23,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--group", default=settings.FANOUT_GROUP_ID, help="consumer group id")
         parser.add_argument("--batch-size", type=int, default=settings.FANOUT_BATCH_SIZE)
-        parser.add_argument("--batch-ms", type=int, default=settings.FANOUT_BATCH_MS)
+        parser.add_argument(
+            "--batch-ms",
+            type=int,
+            default=settings.FANOUT_BATCH_MS,
+            help="how long a batch keeps taking messages while more keep arriving (it never waits to fill)",
+        )
         parser.add_argument(
             "--metrics-port",
             type=int,
