@@ -13,18 +13,15 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from django.contrib.auth import get_user_model
 from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from consumers.loop import FanoutWorker, consumer_build
 from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.topics import topics_ensure
-from feeds.effects import FeedEffects
-from tests.helpers import free_port
+from tests.helpers import free_port, worker_assigned
 
 User = get_user_model()
 _names = itertools.count()
@@ -144,19 +141,6 @@ def client_for() -> Callable[[User], APIClient]:
 @pytest.fixture
 def worker(settings):
     """A worker assigned every partition from the start (no group join to wait for)."""
-    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
-    consumer.assign(
-        [
-            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
-            for p in range(settings.FEED_EVENTS_PARTITIONS)
-        ]
-    )
-    worker = FanoutWorker(
-        consumer=consumer,
-        group_id=settings.FANOUT_GROUP_ID,
-        batch_size=100,
-        batch_timeout=0.2,
-        effects=FeedEffects(),
-    )
+    worker = worker_assigned()
     yield worker
-    consumer.close()
+    worker.consumer.close()

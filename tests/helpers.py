@@ -212,3 +212,29 @@ def fail_post_created_on(monkeypatch: pytest.MonkeyPatch, post_id: int) -> None:
         return real(events)
 
     monkeypatch.setitem(handlers.HANDLERS, POST_CREATED, failing)
+
+
+def worker_assigned(*, batch_timeout: float = 0.2, from_start: bool = True):
+    """A FanoutWorker assigned every partition of the events topic (no group join to wait
+    for): from the beginning, or with ``from_start=False`` from the group's committed
+    offsets, as a worker started anew would resume."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID
+
+    from consumers.loop import FanoutWorker, consumer_build
+    from feeds.effects import FeedEffects
+
+    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
+    offset = OFFSET_BEGINNING if from_start else OFFSET_INVALID
+    consumer.assign(
+        [
+            TopicPartition(settings.FEED_EVENTS_TOPIC, p, offset)
+            for p in range(settings.FEED_EVENTS_PARTITIONS)
+        ]
+    )
+    return FanoutWorker(
+        consumer=consumer,
+        group_id=settings.FANOUT_GROUP_ID,
+        batch_size=100,
+        batch_timeout=batch_timeout,
+        effects=FeedEffects(),
+    )

@@ -28,7 +28,14 @@ from feeds.models import FeedEntry, StalePages
 from follows.models import Follow
 from posts.models import Post
 from posts.services import post_create
-from tests.helpers import drain, fail_post_created_on, offsets_committed, topic_read, wait_for
+from tests.helpers import (
+    drain,
+    fail_post_created_on,
+    offsets_committed,
+    topic_read,
+    wait_for,
+    worker_assigned,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -58,17 +65,7 @@ class Crash(BaseException):
 
 def fresh_worker(settings) -> FanoutWorker:
     """A worker started anew in the same group: it resumes from the committed offsets."""
-    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
-    consumer.assign(
-        [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in range(settings.FEED_EVENTS_PARTITIONS)]
-    )
-    return FanoutWorker(
-        consumer=consumer,
-        group_id=settings.FANOUT_GROUP_ID,
-        batch_size=100,
-        batch_timeout=0.2,
-        effects=FeedEffects(),
-    )
+    return worker_assigned(from_start=False)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -95,20 +92,7 @@ def test_worker_fans_out_a_batch_and_commits_its_offsets(worker, settings, make_
 @pytest.mark.django_db(transaction=True)
 def test_a_quiet_topic_is_applied_without_waiting_out_the_batch_window(settings, make_user):
     # given a worker whose batch window is far longer than the wait below, and one post
-    consumer = consumer_build(group_id=settings.FANOUT_GROUP_ID, session_timeout_ms=6000)
-    consumer.assign(
-        [
-            TopicPartition(settings.FEED_EVENTS_TOPIC, p, OFFSET_BEGINNING)
-            for p in range(settings.FEED_EVENTS_PARTITIONS)
-        ]
-    )
-    worker = FanoutWorker(
-        consumer=consumer,
-        group_id=settings.FANOUT_GROUP_ID,
-        batch_size=100,
-        batch_timeout=60,
-        effects=FeedEffects(),
-    )
+    worker = worker_assigned(batch_timeout=60)
     author = make_user()
     post = post_create(author=author, content="alone")
     assert producer_flush(10) == 0
@@ -130,7 +114,7 @@ def test_a_quiet_topic_is_applied_without_waiting_out_the_batch_window(settings,
         )
     finally:
         thread.join()
-        consumer.close()
+        worker.consumer.close()
     assert consumed == [1]
     assert FeedEntry.objects.filter(user_id=author.pk, post_id=post.pk).exists()
 
