@@ -144,3 +144,31 @@ def worker(settings):
     worker = worker_assigned()
     yield worker
     worker.consumer.close()
+
+
+# --- Browser tests ------------------------------------------------------------------------
+# pytest-playwright provides `page` and saves a screenshot of every failing browser test in
+# .run/browser-failures. The browser is the system's Chromium (Debian's `chromium`), since
+# Playwright's own download is not available everywhere the suite runs.
+CHROMIUM_EXECUTABLE = os.environ.get("CHROMIUM_EXECUTABLE", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    if not os.path.exists(CHROMIUM_EXECUTABLE):
+        pytest.fail(f"{CHROMIUM_EXECUTABLE} is missing: install Debian's chromium (.ci/run does)", pytrace=False)
+    # Playwright's sync API keeps an event loop on the test's thread, so Django's guard
+    # against blocking database calls from async code would refuse the test's own ORM calls
+    # (fixtures and assertions) once a page is open. Nothing in the suite runs async code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM_EXECUTABLE,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    }
+
+
+@pytest.fixture
+def browser_server(live_server) -> str:
+    """The site, served by a live server thread of this process, for the browser to visit."""
+    return live_server.url
