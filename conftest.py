@@ -156,7 +156,7 @@ CHROMIUM_EXECUTABLE = os.environ.get("CHROMIUM_EXECUTABLE", "/usr/bin/chromium")
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     if not os.path.exists(CHROMIUM_EXECUTABLE):
-        pytest.fail(f"{CHROMIUM_EXECUTABLE} is missing: install Debian's chromium (.ci/run does)", pytrace=False)
+        pytest.fail(f"{CHROMIUM_EXECUTABLE} is missing: install Debian's chromium", pytrace=False)
     # Playwright's sync API keeps an event loop on the test's thread, so Django's guard
     # against blocking database calls from async code would refuse the test's own ORM calls
     # (fixtures and assertions) once a page is open. Nothing in the suite runs async code.
