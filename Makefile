@@ -73,9 +73,9 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
-## test-fast: only the unit tests (not marked broker or drill): no broker, no worker or API processes
+## test-fast: only the unit tests (not marked broker, drill or browser): no broker, browser, worker or API processes
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not broker and not drill"
+	$(VENV)/bin/pytest -m "not broker and not drill and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

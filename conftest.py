@@ -1,15 +1,16 @@
 """Shared fixtures: a broker for the session, fresh topics and Redis per test, factories.
 
-Only tests marked ``broker`` or ``drill`` get the broker and topics of their own. Any other
-test sees a broker address that refuses connections and a short message timeout, so that
-an event it publishes by the way (a post committed outside a test transaction goes out
-through the outbox) fails its delivery at once and harmlessly, and a test that truly needs
-the broker fails instead of passing by luck.
+Only tests marked ``broker`` or ``drill`` get the broker, topics of their own and an outbox
+relay on a thread (which publishes what they commit). Any other test sees a broker address
+that refuses connections and a short message timeout, so that a test that truly needs the
+broker fails instead of passing by luck.
 """
 
+import datetime
 import itertools
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from rest_framework.test import APIClient
 
 from devtools.broker import broker_start, broker_stop
 from eventbus import producer
+from eventbus.outbox import OutboxRelay, relay_loop
 from eventbus.topics import topics_ensure
 from tests.helpers import free_port, worker_assigned
 
@@ -76,6 +78,8 @@ def broker_for_marked_tests(request: pytest.FixtureRequest, settings) -> Iterato
     """Tests marked broker or drill get their topics; any other test gets a refused address."""
     if broker_marked(request.node):
         request.getfixturevalue("kafka")
+        if not request.node.get_closest_marker("own_relay"):
+            request.getfixturevalue("outbox_relay")
         yield
         return
     settings.KAFKA_BOOTSTRAP_SERVERS = request.getfixturevalue("refused_address")
@@ -107,6 +111,26 @@ def kafka(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:
         "FEED_EVENTS_PARTITIONS": "3",
     }
     producer.producer_reset()
+
+
+@pytest.fixture
+def outbox_relay(kafka) -> Iterator[OutboxRelay]:
+    """The outbox relay on a thread of the test process, as `make run` runs it beside the
+    API: it publishes every committed event of the test (tests marked broker or drill,
+    unless marked own_relay)."""
+    relay = OutboxRelay(batch_size=500, retention=datetime.timedelta(minutes=10), flush_timeout=10.0)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=relay_loop,
+        kwargs={"relay": relay, "idle": 0.01, "backoff_max": 0.5, "stopping": stop.is_set},
+        name="outbox-relay",
+        daemon=True,
+    )
+    thread.start()
+    yield relay
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "the test's outbox relay did not stop"
 
 
 @pytest.fixture(autouse=True)

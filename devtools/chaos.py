@@ -59,7 +59,6 @@ def chaos_env(*, bootstrap: str, port: int) -> dict[str, str]:
         "PORT": str(port),
         "FANOUT_METRICS_PORT": "0",
         "OUTBOX_RELAY_METRICS_PORT": "0",
-        "OUTBOX_RELAY_GRACE_SECONDS": "2",
         "KAFKA_MESSAGE_TIMEOUT_MS": "5000",
         "FANOUT_SESSION_TIMEOUT_MS": "6000",
         "DJANGO_SECURE_SSL_REDIRECT": "false",

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.models import AppliedOffset
 from devtools.seed import SILENT, Progress, follows_copy, posts_publish, tokens_ensure, users_ensure
+from eventbus.models import OutboxMessage
 from eventbus.topics import Topic, kafka_config
 from posts.models import Post
 
@@ -237,6 +238,21 @@ def fanout_backlog(*, group_id: str, timeout: float = 10.0) -> tuple[int, int]:
         published += end - low
         applied += min(max(applied_to.get(partition, low), low), end) - low
     return applied, published
+
+
+def outbox_wait(*, timeout: float, progress: Progress = SILENT) -> int:
+    """Wait until the outbox relay has published every stored event; return how many are
+    still unsent at the deadline (0 when all are out)."""
+    deadline = time.monotonic() + timeout
+    unsent = OutboxMessage.objects.filter(sent_at__isnull=True)
+    left = unsent.count()
+    with progress(total=left, desc="publish", unit="event") as bar:
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now_left = unsent.count()
+            bar.update(left - now_left)
+            left = now_left
+    return left
 
 
 def fanout_wait(*, group_id: str, timeout: float, progress: Progress = SILENT) -> int:

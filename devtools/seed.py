@@ -12,7 +12,6 @@ from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from eventbus.producer import producer_flush
 from follows.models import Follow
 from posts.models import Post
 from posts.services import post_create
@@ -99,8 +98,7 @@ def posts_history(author_ids: Sequence[int], *, per_author: int) -> int:
 
 def posts_publish(posts: Sequence[tuple[int, str]], *, progress: Progress = SILENT) -> int:
     """Create (author id, content) posts through ``post_create``, a chunk per transaction:
-    each gets its outbox row and its Kafka event, handed to the producer as its chunk
-    commits and flushed before this returns."""
+    each gets its outbox row, which the outbox relay publishes as its Kafka event."""
     authors = User.objects.in_bulk({author for author, _ in posts})
     with progress(total=len(posts), desc="posts", unit="post") as bar:
         for chunk in batches(posts, POST_CHUNK):
@@ -108,5 +106,4 @@ def posts_publish(posts: Sequence[tuple[int, str]], *, progress: Progress = SILE
                 for author, content in chunk:
                     post_create(author=authors[author], content=content)
             bar.update(len(chunk))
-    producer_flush()
     return len(posts)

@@ -1,12 +1,18 @@
 """The transactional outbox: an event is stored in the transaction of the change it
 announces, so a committed change always has its event, and a rolled-back one never does.
 
-Publication has two paths. The fast path publishes the row as soon as the transaction
-commits. The relay publishes every row the broker has not acknowledged after
-``OUTBOX_RELAY_GRACE_SECONDS``, which covers a broker outage and a process that died
-between the commit and the publish. Either path may publish a row twice; consumers are
-idempotent. Rows are marked sent only from a delivery report, then pruned. The reports a
-poll serves are marked together, in one UPDATE, once the poll returns.
+The relay (``run_outbox_relay``) is the only publisher. It looks for unsent rows every
+``OUTBOX_RELAY_INTERVAL_MS`` while idle and straight away while it finds some, publishes
+them in id order, waits for the broker's acknowledgements and marks the batch sent in one
+UPDATE, then prunes sent rows after ``OUTBOX_RETENTION_SECONDS``. The API process does no
+producer work at all: a post costs it two INSERTs and a commit.
+
+Why polling and not LISTEN/NOTIFY: PostgreSQL serialises the commits of transactions
+that NOTIFY (a database-wide lock held until the commit is flushed), which would undo the
+group commit that concurrent posts share. An idle poll is one indexed query.
+
+A row may be published twice (a relay that dies between the acknowledgement and the
+mark publishes it again on restart); consumers are idempotent.
 """
 
 import datetime
@@ -38,21 +44,12 @@ def outbox_enqueue(*, event: Event, key: str) -> OutboxMessage:
     """Store ``event`` for publication when the current transaction commits."""
     if not connection.in_atomic_block:
         raise RuntimeError("outbox_enqueue must run inside the transaction of the change")
-    row = OutboxMessage.objects.create(
+    return OutboxMessage.objects.create(
         topic=Topic.FEED_EVENTS.topic_name,
         key=key,
         value=event_encode(event),
         headers=[["event_type", event.type], ["event_id", str(event.event_id)]],
     )
-
-    def publish_committed_row() -> None:
-        outbox_publish(rows=[row])
-
-    # robust: the change is committed either way; the relay retries what this misses. A
-    # function, not a functools.partial: Django logs a robust callback's failure by its
-    # __qualname__, which a partial lacks, and the AttributeError would escape the commit.
-    transaction.on_commit(publish_committed_row, robust=True)
-    return row
 
 
 def outbox_publish(*, rows: Sequence[OutboxMessage]) -> Deliveries:
@@ -101,8 +98,8 @@ def outbox_mark_delivered() -> None:
     """Mark sent, in one UPDATE, every row whose delivery was reported since the last call.
 
     The producer calls it after each poll or flush, on the thread that served the reports:
-    the report thread of an API process, or the relay inside its batch's transaction, so
-    that the marks commit with the batch. A row counts as published only once marked.
+    the relay, inside its batch's transaction, so that the marks commit with the batch. A
+    row counts as published only once marked.
     """
     with _delivered_lock:
         if not _delivered:
@@ -140,51 +137,54 @@ class RelayResult:
 
 
 class OutboxRelay:
-    """Publishes the outbox rows the fast path did not get through. Drive it with ``run_once``."""
+    """Publishes unsent outbox rows, oldest first. Drive it with ``run_once``."""
 
-    def __init__(
-        self,
-        *,
-        batch_size: int,
-        grace: datetime.timedelta,
-        retention: datetime.timedelta,
-        flush_timeout: float,
-    ) -> None:
+    # Seconds between the upkeep queries (pruning, the backlog gauges), which need not run
+    # on every batch of a relay that looks for work every few milliseconds.
+    UPKEEP_SECONDS = 1.0
+
+    def __init__(self, *, batch_size: int, retention: datetime.timedelta, flush_timeout: float) -> None:
         self.batch_size = batch_size
-        self.grace = grace
         self.retention = retention
         self.flush_timeout = flush_timeout
+        self._upkeep_due = 0.0
 
     def run_once(self) -> RelayResult:
-        """Publish one batch of unsent rows, oldest first, and prune old sent rows.
+        """Publish one batch of unsent rows, and now and then prune old sent rows.
 
         The batch runs in one transaction holding an advisory lock, so that a second
         relay waits instead of publishing the same rows out of order; the sent marks
-        written by the delivery reports commit with it.
+        written by the delivery reports commit with it. While nothing is unsent, it costs
+        one indexed query and no transaction.
         """
         result = RelayResult()
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RELAY_LOCK_ID])
-                if not cursor.fetchone()[0]:
-                    result.locked_out = True
-                    return result
-            now = timezone.now()
-            rows = list(
-                OutboxMessage.objects.filter(sent_at__isnull=True, created_at__lte=now - self.grace).order_by(
-                    "pk"
-                )[: self.batch_size]
-            )
-            if rows:
-                deliveries = outbox_publish(rows=rows)
-                producer_flush(self.flush_timeout)
-                deliveries.wait(self.flush_timeout)
-                result.published = len(deliveries.acked)
-                result.failed = len(rows) - len(deliveries.acked)
-            result.pruned, _ = OutboxMessage.objects.filter(sent_at__lt=now - self.retention).delete()
-        metrics.OUTBOX_RELAYED.inc(result.published)
-        self.observe_backlog()
+        if self._unsent_exist():
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RELAY_LOCK_ID])
+                    if not cursor.fetchone()[0]:
+                        result.locked_out = True
+                        return result
+                unsent = OutboxMessage.objects.filter(sent_at__isnull=True).order_by("pk")
+                rows = list(unsent[: self.batch_size])
+                if rows:
+                    deliveries = outbox_publish(rows=rows)
+                    producer_flush(self.flush_timeout)
+                    deliveries.wait(self.flush_timeout)
+                    result.published = len(deliveries.acked)
+                    result.failed = len(rows) - len(deliveries.acked)
+            metrics.OUTBOX_RELAYED.inc(result.published)
+        if time.monotonic() >= self._upkeep_due:
+            result.pruned, _ = OutboxMessage.objects.filter(
+                sent_at__lt=timezone.now() - self.retention
+            ).delete()
+            self.observe_backlog()
+            self._upkeep_due = time.monotonic() + self.UPKEEP_SECONDS
         return result
+
+    @staticmethod
+    def _unsent_exist() -> bool:
+        return OutboxMessage.objects.filter(sent_at__isnull=True).exists()
 
     @staticmethod
     def observe_backlog() -> None:
@@ -197,24 +197,34 @@ class OutboxRelay:
 
 
 def relay_loop(relay: OutboxRelay, *, idle: float, backoff_max: float, stopping) -> None:
-    """Run ``relay`` until ``stopping()`` is true, backing off while publishing fails."""
-    backoff = idle
-    while not stopping():
-        # Like a request: start each batch on a healthy connection (PostgreSQL may have restarted).
-        close_old_connections()
-        try:
-            result = relay.run_once()
-        except Exception:
-            logger.exception("outbox relay batch failed")
-            result = RelayResult(failed=1)
-        if result.failed:
-            logger.warning("outbox relay: %d not delivered; retrying in %.1fs", result.failed, backoff)
-            pause, backoff = backoff, min(backoff * 2, backoff_max)
-        else:
-            backoff = idle
-            pause = 0.0 if result.published == relay.batch_size else idle
-        if result.published or result.pruned:
-            logger.info("outbox relay batch", extra={"published": result.published, "pruned": result.pruned})
-        deadline = time.monotonic() + pause
-        while not stopping() and time.monotonic() < deadline:
-            time.sleep(min(0.1, pause))
+    """Run ``relay`` until ``stopping()`` is true: at once again after a full batch, after
+    ``idle`` seconds otherwise, and backing off while publishing fails."""
+    backoff = max(idle, 0.1)
+    healthy_until = 0.0
+    try:
+        while not stopping():
+            # Like a request: work on a healthy connection (PostgreSQL may have restarted).
+            # Checked once a second, not per poll: the check is a query of its own.
+            if time.monotonic() >= healthy_until:
+                close_old_connections()
+                healthy_until = time.monotonic() + 1.0
+            try:
+                result = relay.run_once()
+            except Exception:
+                logger.exception("outbox relay batch failed")
+                result = RelayResult(failed=1)
+                healthy_until = 0.0
+            if result.failed:
+                logger.warning("outbox relay: %d not delivered; retrying in %.1fs", result.failed, backoff)
+                pause, backoff = backoff, min(backoff * 2, backoff_max)
+            else:
+                backoff = max(idle, 0.1)
+                pause = 0.0 if result.published == relay.batch_size else idle
+            if result.pruned:
+                logger.info("outbox relay pruned", extra={"pruned": result.pruned})
+            deadline = time.monotonic() + pause
+            while not stopping() and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(0.1, left))
+    finally:
+        # The loop may run on a thread of its own (the tests' relay).
+        connection.close()

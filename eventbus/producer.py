@@ -9,13 +9,11 @@ import atexit
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
-from django.db import connections
 
 from eventbus.topics import kafka_config
 
@@ -28,29 +26,14 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 _lock = threading.RLock()
 _producer: Producer | None = None
 _producer_pid: int | None = None
-_background_reports = False
-# Seconds the report thread keeps serving reports after the first of a batch before it
-# runs the hooks; the outbox's sent marks wait that long (the relay waits seconds).
-REPORT_GATHER_SECONDS = 0.02
 # Run on the thread that served delivery reports, after each poll or flush that may have
 # served some: a report callback can queue its work and do it once per batch.
 _after_reports: list[Callable[[], None]] = []
 
 
-def producer_serve_reports_in_background() -> None:
-    """Serve delivery reports from a thread of each process's producer.
-
-    A long-running server needs this: reports are otherwise served only when some
-    request happens to poll, so an idle process would never confirm its deliveries.
-    """
-    global _background_reports
-    _background_reports = True
-
-
 def producer_after_reports(hook: Callable[[], None]) -> None:
     """Call ``hook`` after every poll or flush that may have served delivery reports, on the
-    thread that served them. In a process that serves reports in the background, only its
-    report thread calls it, never a request."""
+    thread that served them."""
     if hook not in _after_reports:
         _after_reports.append(hook)
 
@@ -84,26 +67,7 @@ def producer_get() -> Producer:
             if _producer_pid is None:
                 atexit.register(producer_flush)
             _producer_pid = pid
-            if _background_reports:
-                threading.Thread(
-                    target=_serve_reports, args=(_producer,), name="kafka-delivery-reports", daemon=True
-                ).start()
     return _producer
-
-
-def _serve_reports(producer: Producer) -> None:
-    try:
-        while producer is _producer:
-            if producer.poll(0.2):
-                # Under a steady load reports arrive one at a time: let them gather for a
-                # moment, so that the hooks (the outbox's sent marks) handle many at once.
-                deadline = time.monotonic() + REPORT_GATHER_SECONDS
-                while (left := deadline - time.monotonic()) > 0:
-                    producer.poll(left)
-            _reports_served()
-    finally:
-        # The hooks may have opened a database connection on this thread.
-        connections.close_all()
 
 
 def producer_flush(timeout: float | None = None) -> int:
@@ -173,8 +137,7 @@ def message_publish(
         producer.poll(1.0)
         producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
     producer.poll(0)
-    if not _background_reports:
-        _reports_served()
+    _reports_served()
 
 
 class DeliveryFailed(Exception):
@@ -185,8 +148,8 @@ class DeliveryFailed(Exception):
 class Deliveries:
     """The delivery reports of one publish call.
 
-    Reports may be served on another thread (the API's report thread), so a caller that
-    needs the outcome waits for it rather than assuming ``flush`` ran the callbacks.
+    Reports may be served on another thread that polls the same producer, so a caller
+    that needs the outcome waits for it rather than assuming ``flush`` ran the callbacks.
     """
 
     expected: int

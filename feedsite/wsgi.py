@@ -12,8 +12,3 @@ from feeds.fastpath import CachedFeedPages  # noqa: E402  (needs the settings lo
 
 # Cached first feed pages are answered in front of Django; everything else goes through it.
 application = CachedFeedPages(django_application)
-
-from eventbus.producer import producer_serve_reports_in_background  # noqa: E402
-
-# Confirm deliveries (and mark outbox rows sent) even while no request is running.
-producer_serve_reports_in_background()

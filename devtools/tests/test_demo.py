@@ -116,3 +116,14 @@ def test_waiting_without_a_worker_fails_clearly():
     ):
         seed_demo(wait=1)
     assert Post.objects.count() == 50, "the posts stay saved"
+
+
+@pytest.mark.broker
+@pytest.mark.own_relay
+@pytest.mark.django_db(transaction=True)
+def test_waiting_without_the_outbox_relay_fails_clearly():
+    with pytest.raises(
+        CommandError, match="50 events are not published after 1 s: is the outbox relay running"
+    ):
+        seed_demo(wait=1)
+    assert Post.objects.count() == 50, "the posts stay saved"

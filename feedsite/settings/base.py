@@ -174,10 +174,10 @@ KAFKA_MESSAGE_TIMEOUT_MS = env.int("KAFKA_MESSAGE_TIMEOUT_MS", default=30000)
 
 # Most outbox rows the relay publishes per batch. Default: 500.
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
-# Seconds a row is left to the on-commit fast path before the relay publishes it. Default: 5.
-OUTBOX_RELAY_GRACE_SECONDS = env.float("OUTBOX_RELAY_GRACE_SECONDS", default=5.0)
-# Milliseconds the relay sleeps when it finds nothing to do. Default: 500.
-OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=500)
+# Milliseconds the relay waits before looking again when it found less than a full batch:
+# an upper bound on what it adds to post-to-feed latency; an idle look is one indexed
+# query. Default: 10.
+OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=10)
 # Longest pause, in seconds, between relay attempts while the broker is down. Default: 30.
 OUTBOX_RELAY_BACKOFF_MAX = env.float("OUTBOX_RELAY_BACKOFF_MAX", default=30.0)
 # Seconds sent outbox rows are kept before they are pruned. Default: 600.

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
 from core.arguments import whole_number
-from devtools.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait
+from devtools.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait, outbox_wait
 from eventbus.topics import broker_ping
 
 
@@ -90,7 +90,18 @@ class Command(BaseCommand):
         )
         if options["wait"]:
             waited = time.monotonic()
-            left = fanout_wait(group_id=settings.FANOUT_GROUP_ID, timeout=options["wait"], progress=progress)
+            unsent = outbox_wait(timeout=options["wait"], progress=progress)
+            if unsent:
+                raise CommandError(
+                    f"{unsent} events are not published after {options['wait']} s: is the outbox "
+                    "relay running (make run, or manage.py run_outbox_relay)? The posts are saved; "
+                    "their feeds fill once it runs."
+                )
+            left = fanout_wait(
+                group_id=settings.FANOUT_GROUP_ID,
+                timeout=max(options["wait"] - (time.monotonic() - waited), 1.0),
+                progress=progress,
+            )
             seconds["fan-out wait"] = time.monotonic() - waited
             if left:
                 raise CommandError(

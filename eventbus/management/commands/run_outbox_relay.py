@@ -12,7 +12,7 @@ logger = logging.getLogger("eventbus.run_outbox_relay")
 
 
 class Command(BaseCommand):
-    help = "Publish outbox rows the broker has not acknowledged (after outages and crashes)."
+    help = "Publish the outbox's unsent rows to Kafka, oldest first, and prune sent ones."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--batch-size", type=int, default=settings.OUTBOX_RELAY_BATCH_SIZE)
@@ -27,7 +27,6 @@ class Command(BaseCommand):
         metrics_serve(options["metrics_port"])
         relay = OutboxRelay(
             batch_size=options["batch_size"],
-            grace=datetime.timedelta(seconds=settings.OUTBOX_RELAY_GRACE_SECONDS),
             retention=datetime.timedelta(seconds=settings.OUTBOX_RETENTION_SECONDS),
             flush_timeout=settings.KAFKA_PRODUCER_FLUSH_TIMEOUT,
         )
