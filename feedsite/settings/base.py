@@ -11,9 +11,16 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from core.envfile import env_file_read
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
+
+# Local settings file (DJANGO_ENV_FILE): KEY=value lines that fill in what the environment
+# does not set; make creates .env with a random DJANGO_SECRET_KEY and the values for plain
+# HTTP on this machine. Empty reads none (the test settings). Default: .env at the repository root.
+ENV_FILE = env_file_read()
 
 # --- Core Django -------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ TEST_ENV_DEFAULTS = {
 }
 for _name, _value in TEST_ENV_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
+# A developer's .env (a page size, debug, a log format) must not change what the suite runs
+# under, nor what the processes it starts read: they inherit this.
+os.environ["DJANGO_ENV_FILE"] = ""
 
 from .base import *  # noqa: E402, F403
 

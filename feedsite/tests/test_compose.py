@@ -33,12 +33,14 @@ def env_of(service: dict) -> dict[str, str]:
 
 
 def settings_env_names() -> set[str]:
-    """Every environment variable the settings and the gunicorn config read."""
+    """Every environment variable the settings, the local settings file and the gunicorn config read."""
     base = (ROOT / "feedsite/settings/base.py").read_text()
     gunicorn = (ROOT / "feedsite/gunicorn.conf.py").read_text()
     names = set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', base))
     names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', gunicorn))
     names |= set(re.findall(r"os\.environ\.get\('([A-Z0-9_]+)'", gunicorn))
+    envfile = (ROOT / "core/envfile.py").read_text()
+    names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', envfile))
     return names | {"PROMETHEUS_MULTIPROC_DIR"}
 
 
@@ -122,6 +124,8 @@ def test_the_app_environment_loads_as_settings(services, tmp_path):
     env = {
         **env_of(services["api"]),
         "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+        # The image holds no .env (.dockerignore).
+        "DJANGO_ENV_FILE": "",
         # The image creates this directory; gunicorn empties it at start.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }

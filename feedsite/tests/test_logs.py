@@ -131,7 +131,13 @@ def check_logging(**env: str) -> subprocess.CompletedProcess:
     code = "import logging; logging.getLogger('devtools.demo').warning('hello', extra={'rows': 2})"
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "feedsite.settings.base", **env},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+            # Production reads no local settings file (a developer's .env says LOG_FORMAT=console).
+            "DJANGO_ENV_FILE": "",
+            **env,
+        },
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -159,6 +165,7 @@ def test_an_unknown_log_format_is_refused_at_startup():
         [sys.executable, "-c", "import django; django.setup()"],
         env={
             "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+            "DJANGO_ENV_FILE": "",
             "DJANGO_SECRET_KEY": "k",
             "LOG_FORMAT": "xml",
         },

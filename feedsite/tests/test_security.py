@@ -213,8 +213,10 @@ def test_unknown_urls_are_json_404s(make_user, client_for, path):
 
 
 def production_env(**extra: str) -> dict[str, str]:
+    """A deployment's environment: no DJANGO_ or THROTTLE_ variables but ``extra``, and no
+    local settings file (a developer's .env must not answer for production)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "THROTTLE_"))}
-    return {**env, "DJANGO_SETTINGS_MODULE": "feedsite.settings.base", **extra}
+    return {**env, "DJANGO_SETTINGS_MODULE": "feedsite.settings.base", "DJANGO_ENV_FILE": "", **extra}
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
