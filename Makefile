@@ -1,14 +1,20 @@
-# Everything runs from the project's virtualenv, created on first use.
+# Everything runs from the project's virtualenv, created on first use. `make` alone lists the
+# targets (make help).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The local settings file that manage.py and every target below read (README, Configuration).
+ENV_FILE := .env
 
-# make run and friends need a secret key; keep a random one per checkout unless one is given.
-export DJANGO_SECRET_KEY ?= $(shell mkdir -p .run && { [ -s .run/secret-key ] || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > .run/secret-key; } && cat .run/secret-key)
+.DEFAULT_GOAL := help
+.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast lint venv clean
 
-.PHONY: run run-api run-fanout run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast lint venv clean
+## help: list the targets with what each does (what `make` alone does)
+help:
+	@sed -n 's/^## \([^:]*\): \(.*\)$$/\1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{ printf "  %-14s %s\n", $$1, $$2 }'
 
+## venv: create .venv and install requirements-dev.txt (every target does it when needed)
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -17,47 +23,52 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-## run: database, dev broker (if none answers), topics, API and fan-out worker, in the foreground
-run: $(STAMP)
+## .env: create the local settings file: a random DJANGO_SECRET_KEY and the plain-HTTP local values
+$(ENV_FILE): | $(STAMP)
+	$(PY) scripts/devstack.py env-file
+
+## run: database, dev broker (if none answers), topics, API, fan-out worker and relay, in the foreground
+run: $(STAMP) $(ENV_FILE)
 	$(PY) scripts/devstack.py run
 
-## run-api: only the API under gunicorn
-run-api: $(STAMP)
-	$(PY) -m gunicorn -c feedsite/gunicorn.conf.py
+## run-api: only the API under gunicorn, as make run starts it (metrics directory .run/prometheus)
+run-api: $(STAMP) $(ENV_FILE)
+	$(PY) scripts/devstack.py api
 
-## run-fanout: only the fan-out worker
-run-fanout: $(STAMP)
-	$(PY) manage.py run_fanout
+## run-fanout: only the fan-out worker, as make run starts it
+## run-processor: the fan-out worker (the same as run-fanout)
+run-fanout run-processor: $(STAMP) $(ENV_FILE)
+	$(PY) scripts/devstack.py fanout
 
-## run-relay: only the outbox relay
-run-relay: $(STAMP)
-	$(PY) manage.py run_outbox_relay
+## run-relay: only the outbox relay, as make run starts it
+run-relay: $(STAMP) $(ENV_FILE)
+	$(PY) scripts/devstack.py relay
 
-## migrate: create the database if needed and apply migrations
-migrate: $(STAMP)
+## migrate: create the database if needed, apply migrations and collect static files
+migrate: $(STAMP) $(ENV_FILE)
 	$(PY) scripts/devstack.py migrate
 
 ## topics: create the Kafka topics
-topics: $(STAMP)
+topics: $(STAMP) $(ENV_FILE)
 	$(PY) manage.py create_topics
 
 ## dlq: dead letters; e.g. make dlq ARGS="show 3" or ARGS="replay --all"
 ARGS ?= list
-dlq: $(STAMP)
+dlq: $(STAMP) $(ENV_FILE)
 	$(PY) manage.py dlq $(ARGS)
 
 ## demo: fill the running system (make run) with demo data; e.g. DEMO_ARGS="--users 10000 --seed 2"
 DEMO_ARGS ?=
-demo: $(STAMP)
+demo: $(STAMP) $(ENV_FILE)
 	$(PY) manage.py seed_demo $(DEMO_ARGS)
 
 ## rebuild-feeds: recompute stored feeds; e.g. REBUILD_ARGS="--user 42" or "--all --dry-run"
 REBUILD_ARGS ?= --all
-rebuild-feeds: $(STAMP)
+rebuild-feeds: $(STAMP) $(ENV_FILE)
 	$(PY) manage.py rebuild_feeds $(REBUILD_ARGS)
 
-## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker
-infra:
+## infra: PostgreSQL, Kafka, Redis and Prometheus in Docker (compose reads the key from .env)
+infra: $(ENV_FILE)
 	docker compose up -d postgres kafka redis prometheus
 
 ## chaos: the stack under post traffic while workers die, the broker stops and PostgreSQL restarts
@@ -77,9 +88,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not broker and not drill and not browser"
 
+## lint: ruff's checks and formatting
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## clean: remove .run, static files and caches (not .venv, nor .env and its key)
 clean:
 	rm -rf .run staticfiles .pytest_cache .ruff_cache

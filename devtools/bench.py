@@ -597,6 +597,8 @@ def bench_env(run: Run, settings: dict[str, str]) -> dict[str, str]:
         **os.environ,
         **settings,
         "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+        # Production settings as the environment gives them, not a developer's .env.
+        "DJANGO_ENV_FILE": "",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": os.environ.get(

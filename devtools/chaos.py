@@ -12,6 +12,7 @@ Exits 1 if any feed entry is lost, duplicated or unexpected.
 import argparse
 import os
 import random
+import secrets
 import signal
 import threading
 import time
@@ -51,6 +52,9 @@ def chaos_env(*, bootstrap: str, port: int) -> dict[str, str]:
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
+        # The drill's own configuration, whatever a developer's .env says.
+        "DJANGO_ENV_FILE": "",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": os.environ.get(
             "CHAOS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/feeds_chaos"
         ),

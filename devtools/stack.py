@@ -7,12 +7,14 @@ only inside functions, so that a script can set that environment first.
 """
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from devtools.processes import ROOT, stop_processes
 
@@ -91,8 +93,7 @@ class Stack:
     def start(self, name: str, *, command: list[str] | None = None, **extra_env: str) -> subprocess.Popen:
         env = {**self.env, **extra_env}
         if name == "api":
-            # gunicorn empties this directory at start (feedsite/gunicorn.conf.py).
-            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / "prometheus")}
+            env = {**env, **api_metrics_env(self.run_dir)}
         command = command or COMMANDS[name]
         if not self.log_files:
             self.processes[name] = subprocess.Popen(command, env=env, cwd=ROOT)
@@ -120,6 +121,13 @@ class Stack:
         return next((name for name, process in self.processes.items() if process.poll() is not None), None)
 
 
+def api_metrics_env(run_dir: Path) -> dict[str, str]:
+    """The API's metrics directory, shared by its gunicorn workers so that /metrics sums
+    them all; gunicorn empties it at start (feedsite/gunicorn.conf.py). The API's alone: a
+    worker or relay writing there would be counted in the API's sums."""
+    return {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus")}
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     import requests
 
@@ -137,8 +145,13 @@ def wait_http(url: str, timeout: float = 60) -> None:
 # --- make run ------------------------------------------------------------------------------
 
 RUN_DIR = ROOT / ".run"
+# The local settings file make creates (core/envfile.py reads it).
+ENV_FILE = ROOT / ".env"
+# Where make kept the secret key before .env existed.
+LEGACY_SECRET_KEY = RUN_DIR / "secret-key"
 # Production settings, served over plain HTTP on this machine: no redirect to HTTPS and
-# no HTTPS-only cookies, unless the environment says otherwise.
+# no HTTPS-only cookies, unless the environment or .env says otherwise. .env starts with
+# these lines (but the settings module, which manage.py picks before reading it).
 DEVSTACK_ENV = {
     "DJANGO_SETTINGS_MODULE": "feedsite.settings.base",
     "DJANGO_SECURE_SSL_REDIRECT": "false",
@@ -153,13 +166,61 @@ def devstack_log(message: str) -> None:
     print(f"[devstack] {message}", flush=True)
 
 
+def devstack_env_file(*, path: Path = ENV_FILE, legacy_key: Path = LEGACY_SECRET_KEY) -> None:
+    """Create the local settings file unless it exists: a random DJANGO_SECRET_KEY, or the
+    one an earlier checkout kept in ``legacy_key`` so that its sessions stay valid, and
+    make run's plain-HTTP values. Readable by its owner only: it holds the key."""
+    if path.exists():
+        return
+    kept = legacy_key.read_text().strip() if legacy_key.is_file() else ""
+    lines = [
+        "# Local settings, read by manage.py and every make target where the environment sets",
+        "# nothing (README.md, Configuration). Created by make; git-ignored; add your own lines.",
+        f"DJANGO_SECRET_KEY={kept or secrets.token_urlsafe(50)}",
+        *(f"{name}={value}" for name, value in DEVSTACK_ENV.items() if name != "DJANGO_SETTINGS_MODULE"),
+    ]
+    # O_EXCL: two makes at once cannot both write it.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as stream:
+        stream.write("\n".join(lines) + "\n")
+    source = f"the key kept in {legacy_key.name}" if kept else "a random secret key"
+    devstack_log(f"created {path.name} with {source} and the local plain-HTTP settings")
+
+
+def devstack_environ_load() -> None:
+    """make run's environment in this process: the local settings file, then make run's
+    defaults for whatever neither it nor the environment sets."""
+    from core.envfile import env_file_read
+
+    env_file_read()
+    for name, value in DEVSTACK_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def devstack_process_env(name: str, environ: Mapping[str, str], *, run_dir: Path = RUN_DIR) -> dict[str, str]:
+    """The environment of one process of ``make run`` (``api``, ``fanout`` or ``relay``),
+    from ``environ``, which wins over make run's defaults."""
+    env = {**DEVSTACK_ENV, **environ}
+    if name == "api":
+        env.update(api_metrics_env(run_dir))
+    return env
+
+
+def devstack_exec(name: str) -> NoReturn:
+    """``make run-api``, ``run-fanout`` (``run-processor``), ``run-relay``: one process of
+    ``make run``, with the environment it has there, in place of this one, so that Ctrl-C
+    and SIGTERM reach it directly."""
+    devstack_environ_load()
+    command = COMMANDS[name]
+    os.chdir(ROOT)
+    os.execve(command[0], command, devstack_process_env(name, os.environ))
+
+
 def devstack_database() -> None:
     """``make migrate``: create the configured database if it does not exist, migrate it
     and collect the admin's static files."""
     import django
 
-    for name, value in DEVSTACK_ENV.items():
-        os.environ.setdefault(name, value)
+    devstack_environ_load()
     django.setup()
     database_create(log=devstack_log)
     manage("migrate", "--no-input", "-v", "0")

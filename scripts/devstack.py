@@ -3,7 +3,10 @@
 Creates and migrates the database, starts the dev broker when nothing answers at
 KAFKA_BOOTSTRAP_SERVERS, creates the topics, then runs gunicorn, the fan-out worker and
 the outbox relay until Ctrl-C or SIGTERM, which stops them all. ``migrate`` only creates
-and migrates the database (``make migrate``). The work is done by ``devtools.stack``.
+and migrates the database (``make migrate``); ``api``, ``fanout`` and ``relay`` run one of
+the three as ``make run`` does (``make run-api``, ``run-fanout``, ``run-relay``);
+``env-file`` creates the local settings file ``.env`` unless it exists. The work is done
+by ``devtools.stack``.
 """
 
 import argparse
@@ -12,16 +15,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.stack import devstack_database, devstack_run
+from devtools.stack import COMMANDS, devstack_database, devstack_env_file, devstack_exec, devstack_run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["run", "migrate"], nargs="?", default="run")
-    if parser.parse_args().action == "migrate":
+    parser.add_argument("action", choices=["run", "migrate", "env-file", *COMMANDS], nargs="?", default="run")
+    action = parser.parse_args().action
+    if action == "env-file":
+        devstack_env_file()
+    elif action == "migrate":
         devstack_database()
-        return 0
-    return devstack_run()
+    elif action in COMMANDS:
+        devstack_exec(action)
+    else:
+        return devstack_run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import functools
+import os
 import shlex
 import time
 from collections import Counter
@@ -13,6 +14,17 @@ from tqdm import tqdm
 from core.arguments import whole_number
 from devtools.demo import DemoPlan, DemoResult, demo_plan, demo_seed, fanout_wait, outbox_wait
 from eventbus.topics import broker_ping
+
+
+def api_url_default() -> str:
+    """Where ``make run`` serves the API: gunicorn's HOST and PORT (feedsite/gunicorn.conf.py),
+    as the environment or .env sets them, with an any-address bind reached on 127.0.0.1."""
+    host = os.environ.get("HOST") or "127.0.0.1"
+    if host in {"0.0.0.0", "::"}:
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{os.environ.get('PORT', '8000')}"
 
 
 class Command(BaseCommand):
@@ -52,7 +64,10 @@ class Command(BaseCommand):
             help="seconds to wait for the fan-out worker to apply the posts; 0 does not wait (default 120)",
         )
         parser.add_argument(
-            "--api-url", default="http://127.0.0.1:8000", help="API address used in the printed commands"
+            "--api-url",
+            default=api_url_default(),
+            help="API address used in the printed commands (default: where make run serves it, "
+            "from HOST and PORT)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
