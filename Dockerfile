@@ -16,5 +16,6 @@ RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --no-input -v 0 
     && mkdir -p /tmp/prometheus && chown app /tmp/prometheus
 USER app
 
-EXPOSE 8000 9101
+# The API, and the metrics of the fan-out worker and of the relay.
+EXPOSE 8000 9101 9102
 CMD ["python", "-m", "gunicorn", "-c", "feedsite/gunicorn.conf.py"]

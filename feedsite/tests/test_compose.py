@@ -13,14 +13,44 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# What an operator sets before `docker compose up` (in the environment or in .env, which
+# compose reads); everything else keeps its default.
+OPERATOR_ENV = {"DJANGO_SECRET_KEY": "an-operator-chosen-key"}
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(text: str, environ: dict[str, str]) -> str:
+    """Compose's interpolation: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, and
+    ${VAR:?message} / ${VAR?message}, which refuse to start when VAR is unset (or empty, with
+    the colon)."""
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, argument = match.group("name"), match.group("op") or "", match.group("arg") or ""
+        value = environ.get(name)
+        missing = value is None or (operator.startswith(":") and value == "")
+        if operator.endswith("?") and missing:
+            raise MissingVariable(f"{name}: {argument}")
+        if operator.endswith("-") and missing:
+            return argument
+        return value or ""
+
+    pattern = r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    return re.sub(pattern, replace, text)
+
+
 def expand(value: object) -> str:
-    """Apply compose's ${VAR:-default} interpolation with every variable unset."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+    return interpolate(str(value), OPERATOR_ENV)
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    text = (ROOT / "docker-compose.yml").read_text()
+    return yaml.safe_load(interpolate(text, OPERATOR_ENV))
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +184,62 @@ def test_redis_evicts_as_the_architecture_recommends(services):
     assert recommended == {"volatile-lru"}
     assert options.get("--maxmemory-policy") in recommended
     assert re.fullmatch(r"[1-9][0-9]*(mb|gb)", options.get("--maxmemory", "")), "maxmemory unset or 0"
+
+
+def test_compose_refuses_to_start_without_a_secret_key():
+    """No key is shipped: without DJANGO_SECRET_KEY (empty counts as unset) interpolation
+    fails, as `docker compose up` does, naming the variable."""
+    text = (ROOT / "docker-compose.yml").read_text()
+
+    for environ in ({}, {"DJANGO_SECRET_KEY": ""}):
+        with pytest.raises(MissingVariable, match="DJANGO_SECRET_KEY"):
+            interpolate(text, environ)
+    assert "change-me" not in text
+    assert (
+        yaml.safe_load(interpolate(text, OPERATOR_ENV))["x-app"]["environment"]["DJANGO_SECRET_KEY"]
+        == (OPERATOR_ENV["DJANGO_SECRET_KEY"])
+    )
+
+
+def test_interpolation_follows_compose():
+    environ = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $${SET}", environ) == "x d  d ${SET}"
+    assert interpolate("${EMPTY?m}", environ) == ""
+    with pytest.raises(MissingVariable, match="UNSET: say so"):
+        interpolate("${UNSET:?say so}", environ)
+
+
+def image_services(compose: dict) -> dict[str, dict]:
+    return {name: s for name, s in compose["services"].items() if s.get("image") == compose["x-app"]["image"]}
+
+
+def test_the_image_exposes_every_port_compose_maps_or_prometheus_scrapes_on_it(compose):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    exposed = {
+        int(port.split("/")[0])
+        for line in re.findall(r"^EXPOSE (.+)$", dockerfile, re.MULTILINE)
+        for port in line.split()
+    }
+    services = image_services(compose)
+    assert {"api", "fanout", "relay"} <= set(services)
+
+    mapped = {int(str(p).rsplit(":", 1)[-1]) for s in services.values() for p in s.get("ports", [])}
+    volume = compose["services"]["prometheus"]["volumes"][0].split(":")[0]
+    scrape = yaml.safe_load((ROOT / volume).read_text())
+    scraped = {
+        int(target.rsplit(":", 1)[1])
+        for job in scrape["scrape_configs"]
+        for config in job["static_configs"]
+        for target in config["targets"]
+        if target.rsplit(":", 1)[0] in services
+    }
+    assert 8000 in mapped
+    assert scraped == {8000, 9101, 9102}
+    assert mapped | scraped <= exposed, f"not exposed: {sorted((mapped | scraped) - exposed)}"
+
+
+def test_the_image_holds_no_local_settings_file():
+    """A developer's .env (their key, plain HTTP) must not ride into the image with COPY . ."""
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".env" in ignored
+    assert "COPY . ." in (ROOT / "Dockerfile").read_text()

@@ -1,8 +1,12 @@
-"""The dashboard and the alert rules only query metrics the processes export."""
+"""The dashboard and the alert rules only query metrics the processes export, and promtool
+accepts the rules and the Prometheus config."""
 
 import json
+import os
 import re
-from pathlib import Path
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -115,8 +119,13 @@ def test_every_alert_uses_exported_metrics(rule):
 def test_prometheus_loads_the_rules_and_compose_mounts_them():
     prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yml"]
-    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["prometheus"]["volumes"]
+    mounts = {
+        target: source for source, target, *_ in (v.split(":") for v in compose["prometheus"]["volumes"])
+    }
+    config_dir = PurePosixPath(next(t for t, s in mounts.items() if s == "./deploy/prometheus.yml")).parent
+    # Prometheus reads relative rule files from its config file's directory.
+    assert prometheus["rule_files"] == ["alerts.yml"]
+    assert mounts[str(config_dir / "alerts.yml")] == "./deploy/alerts.yml"
     grafana = compose["grafana"]["volumes"]
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
@@ -128,3 +137,41 @@ def test_the_name_check_can_fail():
     assert metric_names("sum(rate(feed_no_such_metric_total[5m]))") - exported() == {
         "feed_no_such_metric_total"
     }
+
+
+# --- Checked by Prometheus's own tool ------------------------------------------------------
+# promtool is in Debian's prometheus package, which .ci/run installs when it is missing.
+PROMTOOL = os.environ.get("PROMTOOL", "promtool")
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess:
+    if shutil.which(PROMTOOL) is None:
+        pytest.fail(f"{PROMTOOL} is missing: install Debian's prometheus package", pytrace=False)
+    return subprocess.run([PROMTOOL, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_accepts_the_alert_rules():
+    result = promtool("check", "rules", DEPLOY / "alerts.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_accepts_the_prometheus_config_and_the_rules_it_loads():
+    """The config is checked where compose mounts it, with the rule files beside it."""
+    result = promtool("check", "config", DEPLOY / "prometheus.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_refuses_a_broken_rule(tmp_path):
+    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
+    rules["groups"][0]["rules"][0]["expr"] = "rate(feed_fanout_rows_total[5m]"
+    broken = tmp_path / "alerts.yml"
+    broken.write_text(yaml.safe_dump(rules))
+
+    result = promtool("check", "rules", broken)
+
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
