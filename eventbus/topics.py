@@ -47,6 +47,9 @@ def topics_ensure(*, timeout: float = 15.0) -> list[str]:
     ]
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in wanted if t.topic not in existing]
+    if not missing:
+        # create_topics refuses an empty list.
+        return []
     created = []
     for name, future in admin.create_topics(missing, request_timeout=timeout).items():
         try:
