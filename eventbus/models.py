@@ -16,6 +16,10 @@ class OutboxMessage(models.Model):
     headers = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Where the broker put the message, from the delivery report that marked it sent: the
+    # admin compares it with the fan-out group's applied offsets.
+    sent_partition = models.IntegerField(null=True, blank=True)
+    sent_offset = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         # Created by the consumers app, which held the model first; the rows stay where they are.

@@ -66,6 +66,19 @@ def test_creating_a_post_does_no_producer_work(make_user, client_for):
 
 
 @pytest.mark.broker
+def test_a_sent_row_records_the_partition_and_offset_the_broker_gave_it(make_user, settings):
+    ada, bob = make_user(), make_user()
+    posts = [post_create(author=author, content="hi") for author in (ada, bob, ada)]
+
+    assert producer.producer_flush(10) == 0
+
+    messages = topic_read(settings.FEED_EVENTS_TOPIC, count=3)
+    where = {json.loads(m.value())["payload"]["post_id"]: (m.partition(), m.offset()) for m in messages}
+    rows = OutboxMessage.objects.order_by("pk")
+    assert [(row.sent_partition, row.sent_offset) for row in rows] == [where[post.pk] for post in posts]
+
+
+@pytest.mark.broker
 def test_a_rolled_back_post_leaves_no_outbox_row_and_no_event(make_user, settings):
     ada = make_user()
 
