@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from consumers.deadletters import dead_letters_discard, dead_letters_replay
-from consumers.models import DeadLetter
+from consumers.models import AppliedOffset, DeadLetter
 from core.adminlog import admin_log
 from eventbus.producer import DeliveryFailed
 
@@ -75,3 +75,32 @@ class DeadLetterAdmin(admin.ModelAdmin):
         count = dead_letters_discard(dead_letters=dead_letters)
         admin_log(request, dead_letters, "Discarded.")
         self.message_user(request, f"Discarded {count} dead letters.", messages.SUCCESS)
+
+
+@admin.register(AppliedOffset)
+class AppliedOffsetAdmin(admin.ModelAdmin):
+    """The fan-out groups' stored offsets, read-only: per partition, the next offset to
+    apply (a message below it was applied) and the one after the last message fetched."""
+
+    list_display = [
+        "consumer_group",
+        "topic",
+        "partition",
+        "next_offset",
+        "fetched_offset",
+        "topic_id",
+        "updated_at",
+    ]
+    list_filter = ["consumer_group", "topic"]
+    ordering = ["consumer_group", "topic", "partition"]
+    readonly_fields = [f.name for f in AppliedOffset._meta.fields if f.name != "id"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AppliedOffset | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AppliedOffset | None = None) -> bool:
+        return False

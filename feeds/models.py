@@ -23,8 +23,11 @@ class FeedEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "feed entries"
-        # The user admin's "Rebuild feeds" action.
-        permissions = [("rebuild_feeds", "Can rebuild users' feeds")]
+        # The user admin's "Rebuild feeds" action, and the admin's feed inspector.
+        permissions = [
+            ("rebuild_feeds", "Can rebuild users' feeds"),
+            ("inspect_feeds", "Can inspect users' feeds and posts' delivery"),
+        ]
 
     def __str__(self) -> str:
         return f"post {self.post_id} in the feed of {self.user_id}"

@@ -15,6 +15,9 @@ paging with the last id as cursor yields every post once, in order, while new po
 arrive above it.
 """
 
+import enum
+from collections.abc import Sequence
+
 from django.contrib.auth import get_user_model
 from django.db import connection
 
@@ -163,3 +166,53 @@ def feed_page_posts(
     if not posts and not User.objects.filter(pk=user_id).exists():
         raise User.DoesNotExist(user_id)
     return posts[:limit], len(posts) > limit
+
+
+class EntrySource(enum.StrEnum):
+    """Where a read found a post of a feed (see the module's docstring)."""
+
+    STORED = "stored entry"
+    PULLED_AUTHOR = "merged from a big account"
+    UNCOPIED = "pulled: older than the follow's backfill copied"
+    HISTORY = "pulled from history, below the oldest stored entry"
+
+
+def feed_entry_sources(*, user_id: int, posts: Sequence[tuple[int, int]]) -> dict[int, EntrySource]:
+    """For posts of a user's feed, given as (post_id, author_id), the source a read took
+    each from, by post id, in the order ``feed_post_ids`` merges them."""
+    post_ids = [post_id for post_id, _ in posts]
+    authors = {author_id for _, author_id in posts}
+    stored = set(
+        FeedEntry.objects.filter(user_id=user_id, post_id__in=post_ids).values_list("post_id", flat=True)
+    )
+    pulled = set(PulledAuthor.objects.filter(user_id__in=authors).values_list("user_id", flat=True))
+    pull_below = dict(
+        Follow.objects.filter(
+            follower_id=user_id, followee_id__in=authors, pull_below__isnull=False
+        ).values_list("followee_id", "pull_below")
+    )
+    oldest = (
+        FeedEntry.objects.filter(user_id=user_id)
+        .order_by("post_id")
+        .values_list("post_id", flat=True)
+        .first()
+    )
+    sources = {}
+    for post_id, author_id in posts:
+        if post_id in stored:
+            sources[post_id] = EntrySource.STORED
+        elif author_id in pulled:
+            sources[post_id] = EntrySource.PULLED_AUTHOR
+        elif oldest is None or post_id < oldest:
+            sources[post_id] = EntrySource.HISTORY
+        elif author_id in pull_below and post_id < pull_below[author_id]:
+            sources[post_id] = EntrySource.UNCOPIED
+        else:
+            sources[post_id] = EntrySource.HISTORY
+    return sources
+
+
+def feed_reaches_post(*, user_id: int, post_id: int) -> bool:
+    """Whether paging through the user's feed comes to this post: the read the API makes
+    for a page whose cursor lies just above it."""
+    return feed_post_ids(user_id=user_id, count=1, before_post_id=post_id + 1) == [post_id]

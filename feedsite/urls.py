@@ -6,6 +6,7 @@ from core.converters import IdConverter
 from feeds.views import FeedView
 from feedsite.adminlogin import admin_login
 from feedsite.health import healthz, metrics_export, readyz
+from feedsite.inspector import inspector_view
 from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
 from posts.views import PostCreateView, PostDetailView
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # Before admin.site.urls, whose own login view it wraps.
     path("admin/login/", admin_login, name="admin-login"),
+    path("admin/inspect/", admin.site.admin_view(inspector_view), name="admin-inspect"),
     path("admin/", admin.site.urls),
 ]
 

@@ -230,3 +230,31 @@ def test_rebuilding_feeds_needs_its_permission_and_is_logged(make_user):
         assert entry.content_type.model_class() is User
         assert entry.action_flag == CHANGE
         assert "Rebuilt the feed" in entry.get_change_message()
+
+
+def test_applied_offsets_are_listed_read_only(staff_client, settings):
+    from consumers.models import AppliedOffset
+
+    row = AppliedOffset.objects.create(
+        consumer_group=settings.FANOUT_GROUP_ID,
+        topic=settings.FEED_EVENTS_TOPIC,
+        partition=4,
+        next_offset=1234,
+    )
+
+    listing = staff_client.get("/admin/consumers/appliedoffset/")
+    detail = staff_client.get(f"/admin/consumers/appliedoffset/{row.pk}/change/")
+
+    assert b'<td class="field-next_offset">1234</td>' in listing.content
+    assert b"1234" in detail.content
+    assert b'name="_save"' not in detail.content
+    assert staff_client.get("/admin/consumers/appliedoffset/add/").status_code == 403
+    assert (
+        staff_client.post(f"/admin/consumers/appliedoffset/{row.pk}/change/", {"next_offset": 0}).status_code
+        == 403
+    )
+    assert (
+        staff_client.post(f"/admin/consumers/appliedoffset/{row.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert AppliedOffset.objects.get().next_offset == 1234

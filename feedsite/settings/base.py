@@ -111,7 +111,8 @@ APPEND_SLASH = False
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The composition root's own admin pages (the feed inspector).
+        "DIRS": [BASE_DIR / "feedsite" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
