@@ -17,6 +17,9 @@ from eventbus.topics import Topic
 
 # Headers the DLQ adds to a dead-lettered message; a replay strips them again.
 HEADER_PREFIX = "dlq."
+# Added by a replay: the id of the dead letter replayed, so that a replay that fails again
+# is linked to it (DeadLetter.replay_of).
+REPLAY_OF_HEADER = f"{HEADER_PREFIX}replay_of"
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,25 @@ def dead_letters_record(*, failures: Sequence[Failure], group_id: str) -> list[D
         )
         for f in failures
     ]
+    _link_replays(dead_letters)
     DeadLetter.objects.bulk_create(dead_letters, ignore_conflicts=True)
     return dead_letters
+
+
+def _link_replays(dead_letters: Sequence[DeadLetter]) -> None:
+    """Link each dead letter that is a failed replay to the dead letter replayed, if it
+    still exists."""
+    replayed = []
+    for dl in dead_letters:
+        value = dict(dl.headers).get(REPLAY_OF_HEADER, "")
+        if value.isdigit() and len(value) < 19:
+            replayed.append((dl, int(value)))
+    if not replayed:
+        return
+    existing = set(DeadLetter.objects.filter(pk__in={pk for _, pk in replayed}).values_list("pk", flat=True))
+    for dl, replay_of in replayed:
+        if replay_of in existing:
+            dl.replay_of_id = replay_of
 
 
 def _dlq_message(dl: DeadLetter) -> dict:
@@ -126,13 +146,17 @@ def dead_letters_publish_pending(*, group_id: str) -> int:
 
 
 def dead_letters_replay(*, dead_letters: Sequence[DeadLetter]) -> int:
-    """Republish to the original topics; mark the rows replayed once the broker has them all."""
+    """Republish to the original topics, each message naming its dead letter in a
+    ``dlq.replay_of`` header; mark the rows replayed once the broker has them all."""
     messages = [
         {
             "topic": dl.topic,
             "key": None if dl.key is None else bytes(dl.key),
             "value": None if dl.value is None else bytes(dl.value),
-            "headers": [(name, value) for name, value in dl.headers if not name.startswith(HEADER_PREFIX)],
+            "headers": [
+                *((name, value) for name, value in dl.headers if not name.startswith(HEADER_PREFIX)),
+                (REPLAY_OF_HEADER, str(dl.pk)),
+            ],
         }
         for dl in dead_letters
     ]

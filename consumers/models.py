@@ -28,6 +28,18 @@ class DeadLetter(models.Model):
     # When the broker acknowledged the copy on the DLQ topic; until then the worker retries,
     # and a worker that starts publishes what a crashed one left unpublished.
     published_at = models.DateTimeField(null=True, blank=True)
+    # The dead letter whose replay this message was (its ``dlq.replay_of`` header): the
+    # replay failed again. No database constraint: the worker stores dead letters in bulk,
+    # and one replayed may be deleted meanwhile; the admin deletes through the ORM, which
+    # clears the link.
+    replay_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="failed_replays",
+    )
 
     class Meta:
         ordering = ["-failed_at", "-id"]

@@ -11,7 +11,7 @@ from eventbus.models import OutboxMessage
 from feeds.models import FeedEntry, PulledAuthor
 from follows.models import Follow
 from posts.models import Post
-from tests.helpers import topic_read
+from tests.helpers import drain, topic_read
 
 User = get_user_model()
 
@@ -71,11 +71,11 @@ def test_operators_can_browse_and_search(staff_client, make_user, dead_letter):
 def test_replay_action_republishes_and_marks_replayed(staff_client, dead_letter, settings):
     response = staff_client.post(
         "/admin/consumers/deadletter/",
-        {"action": "replay", "_selected_action": [dead_letter.pk]},
+        {"action": "replay", "_selected_action": [dead_letter.pk], "confirm": "yes"},
         follow=True,
     )
 
-    assert b"Replayed 1 dead letters." in response.content
+    assert b"Replayed 1 dead letter." in response.content
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.REPLAYED
     [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
@@ -84,7 +84,8 @@ def test_replay_action_republishes_and_marks_replayed(staff_client, dead_letter,
 
 def test_discard_action(staff_client, dead_letter):
     staff_client.post(
-        "/admin/consumers/deadletter/", {"action": "discard", "_selected_action": [dead_letter.pk]}
+        "/admin/consumers/deadletter/",
+        {"action": "discard", "_selected_action": [dead_letter.pk], "confirm": "yes"},
     )
 
     dead_letter.refresh_from_db()
@@ -182,7 +183,7 @@ def test_replay_and_discard_each_need_their_permission_and_are_logged(
     page = client.get("/admin/consumers/deadletter/")
     response = client.post(
         "/admin/consumers/deadletter/",
-        {"action": action, "_selected_action": [dead_letter.pk, other.pk]},
+        {"action": action, "_selected_action": [dead_letter.pk, other.pk], "confirm": "yes"},
         follow=True,
     )
 
@@ -258,3 +259,138 @@ def test_applied_offsets_are_listed_read_only(staff_client, settings):
         == 403
     )
     assert AppliedOffset.objects.get().next_offset == 1234
+
+
+def dead_letter_url(dead_letter: DeadLetter, action: str = "change") -> str:
+    return f"/admin/consumers/deadletter/{dead_letter.pk}/{action}/"
+
+
+def test_the_dead_letter_list_shows_the_error_message(staff_client, dead_letter):
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(error_message="payload: post_id: " + "x" * 300)
+
+    listing = staff_client.get("/admin/consumers/deadletter/")
+
+    assert b"payload: post_id: xxx" in listing.content
+    assert b"x" * 200 not in listing.content, "a long message is shortened in the list"
+
+
+def test_the_dead_letter_page_shows_its_headers(staff_client, dead_letter):
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(
+        headers=[["event_type", "post.created"], ["trace", "<b>"]]
+    )
+
+    page = staff_client.get(dead_letter_url(dead_letter))
+
+    assert b"<th>event_type</th><td>post.created</td>" in page.content
+    assert b"<th>trace</th><td>&lt;b&gt;</td>" in page.content
+
+
+def test_the_dead_letter_page_offers_the_buttons_its_viewer_may_use(staff_client, make_user, dead_letter):
+    viewer = staff_with(make_user, "consumers.view_deadletter")
+    discarder = staff_with(make_user, "consumers.view_deadletter", "consumers.discard_deadletter")
+
+    everything = staff_client.get(dead_letter_url(dead_letter)).content
+    nothing = viewer.get(dead_letter_url(dead_letter)).content
+    discard_only = discarder.get(dead_letter_url(dead_letter)).content
+
+    assert dead_letter_url(dead_letter, "replay").encode() in everything
+    assert dead_letter_url(dead_letter, "discard").encode() in everything
+    assert dead_letter_url(dead_letter, "replay").encode() not in nothing
+    assert dead_letter_url(dead_letter, "discard").encode() not in nothing
+    assert dead_letter_url(dead_letter, "replay").encode() not in discard_only
+    assert dead_letter_url(dead_letter, "discard").encode() in discard_only
+
+
+def test_the_discard_button_asks_first_then_discards_and_logs(make_user, dead_letter):
+    client = staff_with(make_user, "consumers.view_deadletter", "consumers.discard_deadletter")
+
+    asked = client.get(dead_letter_url(dead_letter, "discard"))
+    dead_letter.refresh_from_db()
+    assert asked.status_code == 200
+    assert b"Discard dead letter" in asked.content
+    assert b'type="submit"' in asked.content
+    assert dead_letter.status == DeadLetter.Status.PENDING, "asking changed nothing"
+
+    done = client.post(dead_letter_url(dead_letter, "discard"), follow=True)
+
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.DISCARDED
+    assert done.redirect_chain[-1][0] == dead_letter_url(dead_letter)
+    assert f"Discarded dead letter {dead_letter.pk}.".encode() in done.content
+    [entry] = LogEntry.objects.all()
+    assert entry.object_id == str(dead_letter.pk)
+    assert "Discarded" in entry.get_change_message()
+
+
+@pytest.mark.parametrize("action", ["replay", "discard"])
+def test_the_buttons_refuse_a_user_without_the_permission(make_user, dead_letter, action):
+    wrong = "consumers.discard_deadletter" if action == "replay" else "consumers.replay_deadletter"
+    client = staff_with(make_user, "consumers.view_deadletter", wrong)
+
+    asked = client.get(dead_letter_url(dead_letter, action))
+    posted = client.post(dead_letter_url(dead_letter, action))
+
+    assert asked.status_code == 403
+    assert posted.status_code == 403
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.PENDING
+    assert not LogEntry.objects.exists()
+
+
+def test_a_button_on_a_dead_letter_that_is_not_pending_changes_nothing(staff_client, dead_letter):
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(status=DeadLetter.Status.DISCARDED)
+
+    page = staff_client.get(dead_letter_url(dead_letter))
+    response = staff_client.post(dead_letter_url(dead_letter, "replay"))
+
+    assert dead_letter_url(dead_letter, "replay").encode() not in page.content
+    assert response.status_code == 409
+    assert b"already discarded" in response.content
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.DISCARDED
+
+
+def test_an_unknown_dead_letter_is_a_404(staff_client):
+    assert staff_client.get("/admin/consumers/deadletter/999999/discard/").status_code == 404
+    assert staff_client.post("/admin/consumers/deadletter/999999/replay/").status_code == 404
+
+
+def test_the_list_actions_ask_for_confirmation_first(staff_client, dead_letter):
+    asked = staff_client.post(
+        "/admin/consumers/deadletter/", {"action": "discard", "_selected_action": [dead_letter.pk]}
+    )
+
+    assert asked.status_code == 200
+    assert b"Discard 1 dead letter?" in asked.content
+    assert b'name="confirm"' in asked.content
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.PENDING
+
+
+def test_messages_use_the_singular_for_one_dead_letter(staff_client, dead_letter):
+    response = staff_client.post(
+        "/admin/consumers/deadletter/",
+        {"action": "discard", "_selected_action": [dead_letter.pk], "confirm": "yes"},
+        follow=True,
+    )
+
+    assert b"Discarded 1 dead letter." in response.content
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_that_fails_again_is_linked_to_the_dead_letter_it_replayed(
+    staff_client, dead_letter, worker
+):
+    replayed = staff_client.post(dead_letter_url(dead_letter, "replay"), follow=True)
+    assert f"Replayed dead letter {dead_letter.pk}.".encode() in replayed.content
+
+    # The replayed message is as undecodable as before: the worker dead-letters it again.
+    drain(worker, count=1)
+
+    again = DeadLetter.objects.exclude(pk=dead_letter.pk).get()
+    assert again.replay_of == dead_letter
+    original_page = staff_client.get(dead_letter_url(dead_letter)).content
+    again_page = staff_client.get(dead_letter_url(again)).content
+    assert dead_letter_url(again).encode() in original_page
+    assert dead_letter_url(dead_letter).encode() in again_page

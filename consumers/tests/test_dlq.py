@@ -72,7 +72,8 @@ def test_replay_republishes_to_the_original_topic_and_marks_replayed(dead_letter
     [message] = topic_read(settings.FEED_EVENTS_TOPIC, count=1)
     assert message.value() == b"two"
     assert message.key() == b"42"
-    assert message.headers() == [("event_type", b"post.created")]  # DLQ headers stripped
+    # The DLQ's headers stripped; one names the dead letter replayed.
+    assert message.headers() == [("event_type", b"post.created"), ("dlq.replay_of", str(second.pk).encode())]
     second.refresh_from_db()
     first.refresh_from_db()
     assert second.status == DeadLetter.Status.REPLAYED
