@@ -2,6 +2,8 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from core.adminlog import admin_log
 from feeds.models import PulledAuthor
@@ -36,6 +38,13 @@ class UserWithFeedsAdmin(UserWithFollowsAdmin):
     """The user admin of the follows app, plus rebuilding the selected users' feeds."""
 
     actions = ["rebuild_feeds"]
+    readonly_fields = [*UserWithFollowsAdmin.readonly_fields, "feed_inspector_link"]
+    fieldsets = [*UserWithFollowsAdmin.fieldsets, ("Feed", {"fields": ["feed_inspector_link"]})]
+
+    @admin.display(description="feed")
+    def feed_inspector_link(self, obj: User) -> str:
+        url = reverse("admin-inspect") + f"?user={obj.pk}"
+        return format_html('<a href="{}">Inspect the feed as the API serves it</a>', url)
 
     def has_rebuild_feeds_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("feeds.rebuild_feeds")

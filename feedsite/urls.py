@@ -12,6 +12,10 @@ from posts.views import PostCreateView, PostDetailView
 
 register_converter(IdConverter, "id")
 
+admin.site.site_header = "feedsite administration"
+admin.site.site_title = "feedsite admin"
+admin.site.index_title = "Site administration"
+
 urlpatterns = [
     path("users", UserCreateView.as_view(), name="user-create"),
     path("auth/token", TokenObtainView.as_view(), name="token-obtain"),

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
+from rest_framework.authtoken.models import TokenProxy
 
 # The token cache's read-only user, a proxy model of the user, registered with this app.
 from follows.tokencache import CachedUser  # noqa: F401
@@ -39,10 +40,30 @@ class Follow(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.follower_id} follows {self.followee_id}"
+        return f"{self.follower.get_username()} follows {self.followee.get_username()}"
 
     def save(self, *args, **kwargs) -> None:
         # The post_save receiver stores the follow's event in the outbox; both must commit
         # together even when the caller runs in autocommit mode.
         with transaction.atomic(savepoint=False):
             super().save(*args, **kwargs)
+
+
+# Characters of a token's key the admin shows: enough to recognise one, too few to use it.
+TOKEN_PREFIX_LENGTH = 6
+
+
+class UserToken(TokenProxy):
+    """An API token as the admin shows it: named by its user and the first characters of
+    its key, never the whole key (titles, history entries, delete pages)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "token"
+
+    def __str__(self) -> str:
+        return f"{self.key_prefix} of {self.user.get_username()}"
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.key[:TOKEN_PREFIX_LENGTH]}…"

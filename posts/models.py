@@ -19,7 +19,7 @@ class Post(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Post {self.pk} by {self.author_id}"
+        return f"Post {self.pk} by {self.author.get_username()}"
 
     def save(self, *args, **kwargs) -> None:
         # The post_save receiver stores the post's event in the outbox; both must commit
