@@ -5,11 +5,22 @@ changed in the feeds; the loop hands that to ``feeds.effects.FeedEffects``, whic
 invalidates cached pages, trims feeds and observes the post-to-feed latency.
 """
 
+import logging
 from collections.abc import Callable, Sequence
 
 from core import metrics
-from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
-from feeds.services import FeedChanges, feed_backfill, feed_fanout_posts, feed_remove_posts, feed_unfollow
+from eventbus.events import FEEDS_REBUILD, FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
+from feeds.rebuild import BATCH_SIZE
+from feeds.services import (
+    FeedChanges,
+    feed_backfill,
+    feed_fanout_posts,
+    feed_remove_posts,
+    feed_unfollow,
+    feeds_rebuild,
+)
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Event]], FeedChanges]
 
@@ -35,6 +46,24 @@ def follow_deleted(events: Sequence[Event]) -> FeedChanges:
     return feed_unfollow(follows=_pairs(events))
 
 
+def feeds_rebuild_requested(events: Sequence[Event]) -> FeedChanges:
+    """Rebuild the feeds an operator queued (the user admin's action), BATCH_SIZE per
+    statement, in the batch's transaction; the loop invalidates the pages that changed."""
+    user_ids = sorted({user_id for event in events for user_id in event.payload.user_ids})
+    changes = FeedChanges()
+    added = removed = 0
+    for start in range(0, len(user_ids), BATCH_SIZE):
+        result = feeds_rebuild(user_ids=user_ids[start : start + BATCH_SIZE])
+        added, removed = added + result.added, removed + result.removed
+        changes.changed |= result.changed
+    changes.rows = added + removed
+    logger.info(
+        "feeds rebuilt",
+        extra={"feeds": len(user_ids), "changed": len(changes.changed), "added": added, "removed": removed},
+    )
+    return changes
+
+
 def _pairs(events: Sequence[Event]) -> list[tuple[int, int]]:
     return [(event.payload.follower_id, event.payload.followee_id) for event in events]
 
@@ -44,4 +73,5 @@ HANDLERS: dict[str, Handler] = {
     POST_DELETED: post_deleted,
     FOLLOW_CREATED: follow_created,
     FOLLOW_DELETED: follow_deleted,
+    FEEDS_REBUILD: feeds_rebuild_requested,
 }

@@ -8,4 +8,5 @@ class EventbusConfig(AppConfig):
     """
 
     name = "eventbus"
+    verbose_name = "Event outbox"
     default_auto_field = "django.db.models.BigAutoField"

@@ -6,7 +6,7 @@ model is registered per (type, version); anything else is rejected as poison.
 
 import datetime
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ POST_CREATED = "post.created"
 POST_DELETED = "post.deleted"
 FOLLOW_CREATED = "follow.created"
 FOLLOW_DELETED = "follow.deleted"
+FEEDS_REBUILD = "feeds.rebuild"
 
 
 class PoisonMessage(Exception):
@@ -66,11 +67,20 @@ class FollowChanged(BaseModel):
     followee_id: int = Field(ge=1)
 
 
+class FeedsRebuild(BaseModel):
+    """Payload of feeds.rebuild: recompute these users' stored feeds (an operator's request)."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    user_ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=10_000)
+
+
 PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     (POST_CREATED, 1): PostCreated,
     (POST_DELETED, 1): PostDeleted,
     (FOLLOW_CREATED, 1): FollowChanged,
     (FOLLOW_DELETED, 1): FollowChanged,
+    (FEEDS_REBUILD, 1): FeedsRebuild,
 }
 
 

@@ -1,6 +1,7 @@
-"""Feed rebuilds as operators run them (``rebuild_feeds``, the user admin's action): in
-batches, retried on lock conflicts with the worker, with cached pages invalidated once each
-batch has committed, several batches at once if asked.
+"""Feed rebuilds as operators run them (``rebuild_feeds``): in batches, retried on lock
+conflicts with the worker, with cached pages invalidated once each batch has committed,
+several batches at once if asked. The user admin's action queues them instead, as
+``feeds.rebuild`` events that the fan-out worker applies (``feeds_rebuild_enqueue``).
 
 The statement that rebuilds one batch is ``feeds.services.feeds_rebuild``.
 """
@@ -13,16 +14,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
 from redis.exceptions import RedisError
 
+from eventbus.events import FEEDS_REBUILD, FeedsRebuild, event_build
+from eventbus.outbox import outbox_enqueue
 from feeds.cache import pages_invalidate
 from feeds.services import RebuildResult, feeds_rebuild
 
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 5
-# Feeds rebuilt per transaction unless told otherwise (rebuild_feeds, the admin action).
+# Feeds rebuilt per transaction unless told otherwise (rebuild_feeds), and per queued
+# feeds.rebuild event (the admin action).
 BATCH_SIZE = 200
 # Ids beyond bigint cannot exist; PostgreSQL would refuse them as parameters.
 MAX_ID = 2**63 - 1
@@ -82,6 +86,24 @@ def feeds_rebuild_batch(user_ids: Iterable[int], *, dry_run: bool = False) -> Re
                 f"{len(result.changed)} rebuilt feeds kept their cached pages: {exc}"
             ) from exc
     return result
+
+
+def feeds_rebuild_enqueue(*, user_ids: Iterable[int]) -> int:
+    """Queue the rebuild of these users' feeds for the fan-out worker: ``feeds.rebuild``
+    events of BATCH_SIZE users each, stored in the outbox in one transaction (all or none),
+    published like any event. Returns how many events were queued.
+
+    The worker applies each like ``feeds_rebuild`` and invalidates the pages of the feeds
+    that changed; an operator's request thus never runs in a web request.
+    """
+    ids = sorted(set(user_ids))
+    chunks = [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
+    with transaction.atomic():
+        for chunk in chunks:
+            event = event_build(event_type=FEEDS_REBUILD, payload=FeedsRebuild(user_ids=chunk))
+            # Keyed by the first user: the chunks spread over the partitions.
+            outbox_enqueue(event=event, key=str(chunk[0]))
+    return len(chunks)
 
 
 def rebuild_targets(*, user_ids: Iterable[int] | None) -> tuple[Iterator[int], int]:

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from consumers.models import DeadLetter
 from eventbus.models import OutboxMessage
-from feeds.models import FeedEntry, PulledAuthor
+from feeds.models import PulledAuthor
 from follows.models import Follow
 from posts.models import Post
-from tests.helpers import drain, topic_read
+from tests.helpers import topic_read
 
 User = get_user_model()
 
@@ -202,10 +202,9 @@ def test_replay_and_discard_each_need_their_permission_and_are_logged(
 
 def test_rebuilding_feeds_needs_its_permission_and_is_logged(make_user):
     ada, bob = make_user("ada"), make_user("bob")
-    # A stray entry: Ada does not follow Bob, so a rebuild removes it.
-    stray = FeedEntry.objects.create(user=ada, post=Post.objects.create(author=bob, content="x"))
     only_view = staff_with(make_user, "auth.view_user")
     allowed = staff_with(make_user, "auth.view_user", "feeds.rebuild_feeds")
+    OutboxMessage.objects.all().delete()
 
     page = only_view.get("/admin/auth/user/")
     refused = only_view.post(
@@ -214,183 +213,20 @@ def test_rebuilding_feeds_needs_its_permission_and_is_logged(make_user):
     assert page.status_code == 200
     assert b'value="rebuild_feeds"' not in page.content, "the action is offered"
     assert refused.status_code == 200
-    assert b"Rebuilt" not in refused.content, "the action ran"
-    assert FeedEntry.objects.filter(pk=stray.pk).exists()
+    assert b"Queued" not in refused.content, "the action ran"
+    assert not OutboxMessage.objects.exists()
     assert not LogEntry.objects.exists()
 
     response = allowed.post(
         "/admin/auth/user/", {"action": "rebuild_feeds", "_selected_action": [ada.pk, bob.pk]}, follow=True
     )
 
-    assert b"Rebuilt 2 feeds" in response.content
-    assert not FeedEntry.objects.filter(pk=stray.pk).exists()
+    assert b"Queued the rebuild of 2 feeds" in response.content
+    assert OutboxMessage.objects.count() == 1
     entries = LogEntry.objects.order_by("object_id")
     assert [e.object_id for e in entries] == sorted([str(ada.pk), str(bob.pk)])
     for entry in entries:
         assert entry.user_id == response.wsgi_request.user.pk
         assert entry.content_type.model_class() is User
         assert entry.action_flag == CHANGE
-        assert "Rebuilt the feed" in entry.get_change_message()
-
-
-def test_applied_offsets_are_listed_read_only(staff_client, settings):
-    from consumers.models import AppliedOffset
-
-    row = AppliedOffset.objects.create(
-        consumer_group=settings.FANOUT_GROUP_ID,
-        topic=settings.FEED_EVENTS_TOPIC,
-        partition=4,
-        next_offset=1234,
-    )
-
-    listing = staff_client.get("/admin/consumers/appliedoffset/")
-    detail = staff_client.get(f"/admin/consumers/appliedoffset/{row.pk}/change/")
-
-    assert b'<td class="field-next_offset">1234</td>' in listing.content
-    assert b"1234" in detail.content
-    assert b'name="_save"' not in detail.content
-    assert staff_client.get("/admin/consumers/appliedoffset/add/").status_code == 403
-    assert (
-        staff_client.post(f"/admin/consumers/appliedoffset/{row.pk}/change/", {"next_offset": 0}).status_code
-        == 403
-    )
-    assert (
-        staff_client.post(f"/admin/consumers/appliedoffset/{row.pk}/delete/", {"post": "yes"}).status_code
-        == 403
-    )
-    assert AppliedOffset.objects.get().next_offset == 1234
-
-
-def dead_letter_url(dead_letter: DeadLetter, action: str = "change") -> str:
-    return f"/admin/consumers/deadletter/{dead_letter.pk}/{action}/"
-
-
-def test_the_dead_letter_list_shows_the_error_message(staff_client, dead_letter):
-    DeadLetter.objects.filter(pk=dead_letter.pk).update(error_message="payload: post_id: " + "x" * 300)
-
-    listing = staff_client.get("/admin/consumers/deadletter/")
-
-    assert b"payload: post_id: xxx" in listing.content
-    assert b"x" * 200 not in listing.content, "a long message is shortened in the list"
-
-
-def test_the_dead_letter_page_shows_its_headers(staff_client, dead_letter):
-    DeadLetter.objects.filter(pk=dead_letter.pk).update(
-        headers=[["event_type", "post.created"], ["trace", "<b>"]]
-    )
-
-    page = staff_client.get(dead_letter_url(dead_letter))
-
-    assert b"<th>event_type</th><td>post.created</td>" in page.content
-    assert b"<th>trace</th><td>&lt;b&gt;</td>" in page.content
-
-
-def test_the_dead_letter_page_offers_the_buttons_its_viewer_may_use(staff_client, make_user, dead_letter):
-    viewer = staff_with(make_user, "consumers.view_deadletter")
-    discarder = staff_with(make_user, "consumers.view_deadletter", "consumers.discard_deadletter")
-
-    everything = staff_client.get(dead_letter_url(dead_letter)).content
-    nothing = viewer.get(dead_letter_url(dead_letter)).content
-    discard_only = discarder.get(dead_letter_url(dead_letter)).content
-
-    assert dead_letter_url(dead_letter, "replay").encode() in everything
-    assert dead_letter_url(dead_letter, "discard").encode() in everything
-    assert dead_letter_url(dead_letter, "replay").encode() not in nothing
-    assert dead_letter_url(dead_letter, "discard").encode() not in nothing
-    assert dead_letter_url(dead_letter, "replay").encode() not in discard_only
-    assert dead_letter_url(dead_letter, "discard").encode() in discard_only
-
-
-def test_the_discard_button_asks_first_then_discards_and_logs(make_user, dead_letter):
-    client = staff_with(make_user, "consumers.view_deadletter", "consumers.discard_deadletter")
-
-    asked = client.get(dead_letter_url(dead_letter, "discard"))
-    dead_letter.refresh_from_db()
-    assert asked.status_code == 200
-    assert b"Discard dead letter" in asked.content
-    assert b'type="submit"' in asked.content
-    assert dead_letter.status == DeadLetter.Status.PENDING, "asking changed nothing"
-
-    done = client.post(dead_letter_url(dead_letter, "discard"), follow=True)
-
-    dead_letter.refresh_from_db()
-    assert dead_letter.status == DeadLetter.Status.DISCARDED
-    assert done.redirect_chain[-1][0] == dead_letter_url(dead_letter)
-    assert f"Discarded dead letter {dead_letter.pk}.".encode() in done.content
-    [entry] = LogEntry.objects.all()
-    assert entry.object_id == str(dead_letter.pk)
-    assert "Discarded" in entry.get_change_message()
-
-
-@pytest.mark.parametrize("action", ["replay", "discard"])
-def test_the_buttons_refuse_a_user_without_the_permission(make_user, dead_letter, action):
-    wrong = "consumers.discard_deadletter" if action == "replay" else "consumers.replay_deadletter"
-    client = staff_with(make_user, "consumers.view_deadletter", wrong)
-
-    asked = client.get(dead_letter_url(dead_letter, action))
-    posted = client.post(dead_letter_url(dead_letter, action))
-
-    assert asked.status_code == 403
-    assert posted.status_code == 403
-    dead_letter.refresh_from_db()
-    assert dead_letter.status == DeadLetter.Status.PENDING
-    assert not LogEntry.objects.exists()
-
-
-def test_a_button_on_a_dead_letter_that_is_not_pending_changes_nothing(staff_client, dead_letter):
-    DeadLetter.objects.filter(pk=dead_letter.pk).update(status=DeadLetter.Status.DISCARDED)
-
-    page = staff_client.get(dead_letter_url(dead_letter))
-    response = staff_client.post(dead_letter_url(dead_letter, "replay"))
-
-    assert dead_letter_url(dead_letter, "replay").encode() not in page.content
-    assert response.status_code == 409
-    assert b"already discarded" in response.content
-    dead_letter.refresh_from_db()
-    assert dead_letter.status == DeadLetter.Status.DISCARDED
-
-
-def test_an_unknown_dead_letter_is_a_404(staff_client):
-    assert staff_client.get("/admin/consumers/deadletter/999999/discard/").status_code == 404
-    assert staff_client.post("/admin/consumers/deadletter/999999/replay/").status_code == 404
-
-
-def test_the_list_actions_ask_for_confirmation_first(staff_client, dead_letter):
-    asked = staff_client.post(
-        "/admin/consumers/deadletter/", {"action": "discard", "_selected_action": [dead_letter.pk]}
-    )
-
-    assert asked.status_code == 200
-    assert b"Discard 1 dead letter?" in asked.content
-    assert b'name="confirm"' in asked.content
-    dead_letter.refresh_from_db()
-    assert dead_letter.status == DeadLetter.Status.PENDING
-
-
-def test_messages_use_the_singular_for_one_dead_letter(staff_client, dead_letter):
-    response = staff_client.post(
-        "/admin/consumers/deadletter/",
-        {"action": "discard", "_selected_action": [dead_letter.pk], "confirm": "yes"},
-        follow=True,
-    )
-
-    assert b"Discarded 1 dead letter." in response.content
-
-
-@pytest.mark.broker
-@pytest.mark.django_db(transaction=True)
-def test_a_replay_that_fails_again_is_linked_to_the_dead_letter_it_replayed(
-    staff_client, dead_letter, worker
-):
-    replayed = staff_client.post(dead_letter_url(dead_letter, "replay"), follow=True)
-    assert f"Replayed dead letter {dead_letter.pk}.".encode() in replayed.content
-
-    # The replayed message is as undecodable as before: the worker dead-letters it again.
-    drain(worker, count=1)
-
-    again = DeadLetter.objects.exclude(pk=dead_letter.pk).get()
-    assert again.replay_of == dead_letter
-    original_page = staff_client.get(dead_letter_url(dead_letter)).content
-    again_page = staff_client.get(dead_letter_url(again)).content
-    assert dead_letter_url(again).encode() in original_page
-    assert dead_letter_url(dead_letter).encode() in again_page
+        assert "Queued a rebuild of the feed" in entry.get_change_message()

@@ -73,3 +73,19 @@ def test_unknown_type_or_version():
         event_decode(envelope(type="post.exploded"))
     with pytest.raises(UnknownEventType):
         event_decode(envelope(version=99))
+
+
+def test_a_feeds_rebuild_event_carries_user_ids():
+    from eventbus.events import FEEDS_REBUILD, FeedsRebuild
+
+    event = event_build(event_type=FEEDS_REBUILD, payload=FeedsRebuild(user_ids=[3, 1]))
+
+    assert event_decode(event_encode(event)).payload.user_ids == [3, 1]
+
+
+@pytest.mark.parametrize("user_ids", [[], [0], ["1"], None, list(range(1, 10_002))])
+def test_a_feeds_rebuild_event_needs_one_to_ten_thousand_ids(user_ids):
+    raw = envelope(type="feeds.rebuild", payload={"user_ids": user_ids})
+
+    with pytest.raises(InvalidEvent):
+        event_decode(raw)

@@ -1,7 +1,10 @@
 """rebuild_feeds: feeds recomputed from follows and posts, safely next to the worker."""
 
+import contextlib
 import io
+import json
 import threading
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -9,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 from django.test import Client
 
+from eventbus.models import OutboxMessage
 from feeds import cache
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
@@ -21,6 +25,13 @@ from posts.services import post_create, post_delete
 from tests.helpers import drain, wait_for
 
 User = get_user_model()
+
+
+@contextlib.contextmanager
+def override_batch(size: int):
+    """Feeds per queued rebuild event."""
+    with mock.patch("feeds.rebuild.BATCH_SIZE", size):
+        yield
 
 
 def stored(user) -> set[int]:
@@ -264,7 +275,37 @@ def test_the_command_refuses_bad_arguments(args, message):
 
 
 @pytest.mark.django_db
-def test_the_admin_rebuilds_the_selected_users_feeds(broken, make_user):
+def test_the_admin_queues_the_rebuild_of_the_selected_feeds_as_events(broken, make_user, settings):
+    ada, _ = broken
+    before = stored(ada)
+    settings_batch = 2
+    others = [make_user() for _ in range(4)]
+    client = Client()
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    OutboxMessage.objects.all().delete()
+
+    with override_batch(settings_batch):
+        response = client.post(
+            "/admin/auth/user/",
+            {"action": "rebuild_feeds", "_selected_action": [ada.pk, *(u.pk for u in others)]},
+            follow=True,
+        )
+
+    assert response.status_code == 200
+    assert "Queued the rebuild of 5 feeds in 3 events" in response.content.decode()
+    assert stored(ada) == before, "nothing is rebuilt in the request"
+    events = [json.loads(bytes(row.value)) for row in OutboxMessage.objects.order_by("pk")]
+    assert [e["type"] for e in events] == ["feeds.rebuild"] * 3
+    assert [e["payload"]["user_ids"] for e in events] == [
+        [ada.pk, others[0].pk],
+        [others[1].pk, others[2].pk],
+        [others[3].pk],
+    ]
+    assert {row.topic for row in OutboxMessage.objects.all()} == {settings.FEED_EVENTS_TOPIC}
+
+
+@pytest.mark.django_db
+def test_one_user_queued_is_one_feed_in_one_event(broken, make_user):
     ada, _ = broken
     client = Client()
     client.force_login(make_user(is_staff=True, is_superuser=True))
@@ -273,6 +314,22 @@ def test_the_admin_rebuilds_the_selected_users_feeds(broken, make_user):
         "/admin/auth/user/", {"action": "rebuild_feeds", "_selected_action": [ada.pk]}, follow=True
     )
 
-    assert response.status_code == 200
-    assert "Rebuilt 1 feeds: 1 changed, 1 entries added, 1 removed." in response.content.decode()
+    assert "Queued the rebuild of 1 feed in 1 event:" in response.content.decode()
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_applies_a_queued_rebuild_and_invalidates_the_pages(broken, make_user, worker):
+    ada, _ = broken
+    drain(worker, count=OutboxMessage.objects.count())
+    stale_page = feed_page(user_id=ada.pk, limit=20)
+    client = Client()
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+
+    client.post("/admin/auth/user/", {"action": "rebuild_feeds", "_selected_action": [ada.pk]})
+    drain(worker, count=1)
+
     assert stored(ada) == expected_feed(ada)
+    body, _ = cache.page_lookup(ada.pk)
+    assert body is None, "the rebuilt feed's cached page was invalidated"
+    assert feed_page(user_id=ada.pk, limit=20) != stale_page
