@@ -1,21 +1,30 @@
 """Reads of the outbox, for the admin's inspector."""
 
-from django.db import models
-from django.db.models.expressions import RawSQL
+import json
 
 from eventbus.models import OutboxMessage
 
 
-def outbox_messages_of_events(*, event_types: list[str], payload: dict[str, int]) -> list[OutboxMessage]:
-    """The outbox rows still kept of events of these types whose payload holds ``payload``'s
-    fields, oldest first. Sent rows are pruned after OUTBOX_RETENTION_SECONDS.
+def outbox_messages_of_events(
+    *, event_types: list[str], key: str, payload: dict[str, int]
+) -> list[OutboxMessage]:
+    """The outbox rows still kept of events of these types, published under ``key``, whose
+    payload holds ``payload``'s fields; oldest first. Sent rows are pruned after
+    OUTBOX_RETENTION_SECONDS.
 
-    The rows are not indexed by payload: this scans the outbox, which retention keeps small.
+    Rows are found by their ``event_type`` header and key (no index: retention keeps the
+    outbox small) and their payloads compared here, so a value that is not an event's
+    JSON is skipped, never an error.
     """
-    document = RawSQL("convert_from(value, 'UTF8')::jsonb", [], output_field=models.JSONField())
-    return list(
-        OutboxMessage.objects.annotate(document=document)
-        .filter(document__type__in=event_types)
-        .filter(document__payload__contains=payload)
-        .order_by("pk")
-    )
+    found = []
+    for event_type in event_types:
+        rows = OutboxMessage.objects.filter(key=key, headers__contains=[["event_type", event_type]])
+        for row in rows:
+            try:
+                event = json.loads(bytes(row.value))
+                held = event["payload"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(held, dict) and all(held.get(name) == value for name, value in payload.items()):
+                found.append(row)
+    return sorted(found, key=lambda row: row.pk)

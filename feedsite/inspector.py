@@ -110,8 +110,8 @@ class ReaderInspection:
     reasons: list[str] = field(default_factory=list)
 
 
-def _events_inspect(*, event_types: list[str], payload: dict[str, int]) -> list[InspectedEvent]:
-    rows = outbox_messages_of_events(event_types=event_types, payload=payload)
+def _events_inspect(*, event_types: list[str], key: int, payload: dict[str, int]) -> list[InspectedEvent]:
+    rows = outbox_messages_of_events(event_types=event_types, key=str(key), payload=payload)
     offsets = {
         topic: applied_offsets_of(group_id=settings.FANOUT_GROUP_ID, topic=topic)
         for topic in {row.topic for row in rows}
@@ -178,11 +178,12 @@ def post_inspect(*, post_id: int) -> PostInspection:
     """A post's author and events: sent, applied, pulled. A deleted post's author is
     taken from its events while the outbox keeps them."""
     post = Post.objects.select_related("author").filter(pk=post_id).first()
-    events = _events_inspect(event_types=[POST_CREATED, POST_DELETED], payload={"post_id": post_id})
-    author = post.author if post is not None else None
-    if author is None and events:
-        author_id = json.loads(bytes(events[0].message.value))["payload"]["author_id"]
-        author = User.objects.filter(pk=author_id).first()
+    author = post.author if post is not None else _author_of_deleted(post_id)
+    events = (
+        _events_inspect(event_types=[POST_CREATED, POST_DELETED], key=author.pk, payload={"post_id": post_id})
+        if author is not None
+        else []
+    )
     pulled = PulledAuthor.objects.filter(user_id=author.pk).first() if author is not None else None
     return PostInspection(
         post_id=post_id,
@@ -196,6 +197,18 @@ def post_inspect(*, post_id: int) -> PostInspection:
     )
 
 
+def _author_of_deleted(post_id: int) -> User | None:
+    """The author of a deleted post, from its post.deleted event while the outbox keeps it."""
+    for row in OutboxMessage.objects.filter(headers__contains=[["event_type", POST_DELETED]]).order_by("-pk"):
+        try:
+            payload = json.loads(bytes(row.value))["payload"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(payload, dict) and payload.get("post_id") == post_id:
+            return User.objects.filter(pk=payload.get("author_id")).first()
+    return None
+
+
 def reader_inspect(*, user: User, post: PostInspection, feed: FeedInspection) -> ReaderInspection:
     """Whether ``user`` sees the post, with the facts that decide it and a verdict."""
     author = post.author
@@ -206,6 +219,7 @@ def reader_inspect(*, user: User, post: PostInspection, feed: FeedInspection) ->
         follow = Follow.objects.filter(follower_id=user.pk, followee_id=author.pk).first()
         follow_events = _events_inspect(
             event_types=[FOLLOW_CREATED, FOLLOW_DELETED],
+            key=user.pk,
             payload={"follower_id": user.pk, "followee_id": author.pk},
         )
     reader = ReaderInspection(

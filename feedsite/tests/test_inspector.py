@@ -237,3 +237,16 @@ def test_a_post_delivered_by_the_real_pipeline_is_sent_applied_and_seen(make_use
     assert event.message.sent_partition is not None
     assert event.applied is True
     assert page.context["reader"].verdict == f"bob sees post {post.pk}, on page 1, position 1 (stored entry)."
+
+
+def test_an_outbox_row_that_is_not_an_event_is_skipped(inspector, make_user):
+    ada = make_user("ada")
+    post = Post.objects.create(author=ada, content="hello")
+    OutboxMessage.objects.create(
+        topic="other", key=str(ada.pk), value=b"\xffnot json", headers=[["event_type", "post.created"]]
+    )
+
+    page = inspector.get(INSPECT, {"post": str(post.pk)})
+
+    assert page.status_code == 200
+    assert [e.event_type for e in page.context["post"].events] == ["post.created"]

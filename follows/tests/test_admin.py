@@ -94,3 +94,14 @@ def test_tokens_are_listed_by_prefix_only_and_added_without_a_list_of_every_user
     assert b"<select" not in add.content.split(b'id="id_user"')[0][-200:]
     assert b'class="vForeignKeyRawIdAdminField"' in add.content
     assert staff_client.get("/admin/authtoken/tokenproxy/").status_code == 404
+
+
+def test_a_token_deleted_in_the_admin_is_gone(staff_client, make_user):
+    bob = make_user("bob")
+    Token.objects.create(user=bob)
+
+    page = staff_client.get(f"/admin/follows/usertoken/{bob.pk}/delete/")
+    staff_client.post(f"/admin/follows/usertoken/{bob.pk}/delete/", {"post": "yes"})
+
+    assert page.status_code == 200
+    assert not Token.objects.filter(user=bob).exists()
