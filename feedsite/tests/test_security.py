@@ -27,6 +27,8 @@ PUBLIC = {
     "swagger-ui",
     "admin-login",
 }
+# Admin pages outside admin.site.urls: a staff login, not a token.
+ADMIN_PAGES = {"admin-inspect"}
 
 
 def api_routes() -> list[URLPattern]:
@@ -42,6 +44,10 @@ def test_every_endpoint_but_the_public_ones_requires_a_token():
         for method in ("get", "post", "delete"):
             response = getattr(client, method)(path)
             if pattern.name in PUBLIC or response.status_code == 405:
+                continue
+            if pattern.name in ADMIN_PAGES:
+                assert response.status_code == 302, (method, path, response.status_code)
+                assert response["Location"].startswith("/admin/login/")
                 continue
             assert response.status_code == 401, (method, path, response.status_code)
             assert response.json() == {"detail": "Authentication credentials were not provided."}
