@@ -253,9 +253,9 @@ def _verdict(reader: ReaderInspection, post: PostInspection, feed: FeedInspectio
     created = [e for e in post.events if e.event_type == POST_CREATED]
     if created and created[-1].message.sent_at is None:
         reasons.append(
-            "The post's event is not sent yet: the relay (run_outbox_relay) publishes unsent rows within "
-            f"{settings.OUTBOX_RELAY_INTERVAL_MS} ms while it runs and the broker answers; is it running, and "
-            "does the broker answer?"
+            "The post's event is not sent yet: the relay (run_outbox_relay) publishes unsent rows "
+            f"within {settings.OUTBOX_RELAY_INTERVAL_MS} ms while it runs; is it running, and does the "
+            "broker answer?"
         )
     elif created and created[-1].applied is False:
         reasons.append(
