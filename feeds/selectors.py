@@ -135,11 +135,21 @@ def _pulled_authors_of(user_id: int) -> list[int]:
     )
 
 
-def feed_post_ids(*, user_id: int, count: int, before_post_id: int | None = None) -> list[int]:
-    """The ids of the newest ``count`` posts of a user's feed below ``before_post_id``."""
+def feed_post_ids(
+    *, user_id: int, count: int, before_post_id: int | None = None, with_own_posts: bool = False
+) -> list[int]:
+    """The ids of the newest ``count`` posts of a user's feed below ``before_post_id``.
+
+    With ``with_own_posts``, the user's own posts are also read from the posts index (one
+    short scan of post_author_newest), so a post they just wrote is there before the
+    worker has copied it into their feed: the web timeline shows it at once.
+    """
     before = before_post_id or NEWEST
     stored = _stored_ids(user_id, before=before, count=count)
-    ids = set(stored) | set(_newest_ids_by(_pulled_authors_of(user_id), before=before, count=count))
+    merged = _pulled_authors_of(user_id)
+    if with_own_posts and user_id not in merged:
+        merged.append(user_id)
+    ids = set(stored) | set(_newest_ids_by(merged, before=before, count=count))
     if stored:
         # The page ends at or above stored[-1] when the stored entries fill it.
         ids |= set(_uncopied_ids(user_id, before=before, bottom=stored[-1], count=count))
@@ -150,19 +160,25 @@ def feed_post_ids(*, user_id: int, count: int, before_post_id: int | None = None
     return sorted(ids, reverse=True)[:count]
 
 
-def feed_posts(*, user_id: int, limit: int, before_post_id: int | None = None) -> list[Post]:
+def feed_posts(
+    *, user_id: int, limit: int, before_post_id: int | None = None, with_own_posts: bool = False
+) -> list[Post]:
     """Up to ``limit`` posts of a user's feed, newest first, older than ``before_post_id``."""
-    ids = feed_post_ids(user_id=user_id, count=limit, before_post_id=before_post_id)
+    ids = feed_post_ids(
+        user_id=user_id, count=limit, before_post_id=before_post_id, with_own_posts=with_own_posts
+    )
     return list(Post.objects.filter(pk__in=ids).select_related("author").order_by("-pk"))
 
 
 def feed_page_posts(
-    *, user_id: int, limit: int, before_post_id: int | None = None
+    *, user_id: int, limit: int, before_post_id: int | None = None, with_own_posts: bool = False
 ) -> tuple[list[Post], bool]:
     """One page of a user's feed: up to ``limit`` posts, newest first, older than
-    ``before_post_id``, and whether older posts follow. Raises User.DoesNotExist for an
-    unknown user."""
-    posts = feed_posts(user_id=user_id, limit=limit + 1, before_post_id=before_post_id)
+    ``before_post_id``, and whether older posts follow (``with_own_posts``: see
+    feed_post_ids). Raises User.DoesNotExist for an unknown user."""
+    posts = feed_posts(
+        user_id=user_id, limit=limit + 1, before_post_id=before_post_id, with_own_posts=with_own_posts
+    )
     if not posts and not User.objects.filter(pk=user_id).exists():
         raise User.DoesNotExist(user_id)
     return posts[:limit], len(posts) > limit

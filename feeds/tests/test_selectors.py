@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from feeds.cursor import cursor_decode
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
-from feeds.selectors import NEWEST, _stored_ids
+from feeds.selectors import NEWEST, _stored_ids, feed_page_posts
 from feeds.services import feeds_trim
 from follows.models import Follow
 from posts.models import Post
@@ -206,3 +206,31 @@ def test_a_page_of_busy_followees_is_found_without_one_scan_per_followee(busy_an
     scans = lateral_scans(queries)
     assert scans
     assert all(f"'{{{reader.pk}}}'" in sql for sql in scans)
+
+
+def test_with_own_posts_a_reader_sees_a_post_of_theirs_the_worker_has_not_applied(feed_of):
+    reader, newest_first = feed_of(6)
+    # Written after the stored entries; no worker has copied it into the feed.
+    mine = Post.objects.create(author=reader, content="just now")
+
+    posts, has_more = feed_page_posts(user_id=reader.pk, limit=3, with_own_posts=True)
+    without, _ = feed_page_posts(user_id=reader.pk, limit=3)
+
+    assert [p.pk for p in posts] == [mine.pk, *newest_first[:2]]
+    assert has_more
+    assert mine.pk not in [p.pk for p in without]
+
+
+def test_with_own_posts_paging_still_yields_every_post_once(feed_of):
+    reader, newest_first = feed_of(7)
+    mine = [Post.objects.create(author=reader, content=f"unapplied {i}").pk for i in range(3)]
+
+    seen, before = [], None
+    while True:
+        posts, has_more = feed_page_posts(user_id=reader.pk, limit=2, before_post_id=before, with_own_posts=True)
+        seen += [p.pk for p in posts]
+        if not has_more:
+            break
+        before = posts[-1].pk
+
+    assert seen == [*reversed(mine), *newest_first]
