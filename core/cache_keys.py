@@ -43,3 +43,8 @@ def auth_epoch_key(user_id: int | str) -> str:
 def throttle_key(scope: str, ident: str) -> str:
     """The theoretical arrival time (GCRA) of a client's next request in a throttle scope."""
     return f"{_prefix()}:throttle:{scope}:{ident}"
+
+
+def follow_suggestions_key() -> str:
+    """The most-followed accounts, with their follower counts, for "who to follow"."""
+    return f"{_prefix()}:follows:most-followed"

@@ -4,8 +4,8 @@ Sessions, CSRF, Django's authentication middleware and messages serve the admin 
 page a browser uses with a session). An API request authenticates with its token in DRF
 and is exempt from CSRF, so on it they only cost time: a lazy session never read, a CSRF
 check the view is exempt from, a message store never used. Each class here is Django's
-own, run only for paths under settings.BROWSER_PATH_PREFIXES; being subclasses, they
-satisfy the admin's checks that its middleware is installed.
+own, run only for settings.BROWSER_PATHS and the paths under settings.BROWSER_PATH_PREFIXES;
+being subclasses, they satisfy the admin's checks that its middleware is installed.
 """
 
 from django.conf import settings
@@ -21,10 +21,14 @@ class BrowserOnly:
 
     def __init__(self, get_response) -> None:
         super().__init__(get_response)
-        self.browser_paths = tuple(settings.BROWSER_PATH_PREFIXES)
+        self.browser_prefixes = tuple(settings.BROWSER_PATH_PREFIXES)
+        self.browser_exact = frozenset(settings.BROWSER_PATHS)
+
+    def browser_path(self, path: str) -> bool:
+        return path in self.browser_exact or path.startswith(self.browser_prefixes)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(self.browser_paths):
+        if self.browser_path(request.path_info):
             return super().__call__(request)
         return self.get_response(request)
 
@@ -36,7 +40,7 @@ class BrowserSessionMiddleware(BrowserOnly, SessionMiddleware):
 class BrowserCsrfViewMiddleware(BrowserOnly, CsrfViewMiddleware):
     def process_view(self, request: HttpRequest, callback, args, kwargs) -> HttpResponse | None:
         # Django calls process_view itself, outside __call__.
-        if not request.path_info.startswith(self.browser_paths):
+        if not self.browser_path(request.path_info):
             return None
         return super().process_view(request, callback, args, kwargs)
 

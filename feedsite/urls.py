@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, register_converter
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.converters import IdConverter
@@ -33,6 +33,8 @@ urlpatterns = [
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/inspect/", admin.site.admin_view(inspector_view), name="admin-inspect"),
     path("admin/", admin.site.urls),
+    # The web pages: the timeline at /, profiles at /@name, sign up, in and out.
+    path("", include("web.urls")),
 ]
 
 # JSON, like every other API error, for URLs that match nothing and for crashes.

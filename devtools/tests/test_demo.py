@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -90,6 +91,15 @@ def test_posts_travel_as_events_and_the_worker_fills_the_feeds(worker, settings)
     response = client.get(feed[2])
     assert response.status_code == 200, response.content
     assert response.json()["results"], "the busy reader's feed is filled"
+
+    # The printed sign-in works in a browser's way, and shows that reader's timeline.
+    sign_in = re.search(r"sign in at http://127.0.0.1:8000/ as (\S+) with the password '([^']+)'", out)
+    assert sign_in, out
+    browser = Client()
+    signed_in = browser.post("/signin", {"username": sign_in[1], "password": sign_in[2]})
+    assert signed_in.status_code == 302, signed_in.content
+    timeline = browser.get("/").content.decode()
+    assert timeline.count('<p class="content">') == len(response.json()["results"])
 
 
 @pytest.mark.broker

@@ -227,7 +227,9 @@ def test_with_own_posts_paging_still_yields_every_post_once(feed_of):
 
     seen, before = [], None
     while True:
-        posts, has_more = feed_page_posts(user_id=reader.pk, limit=2, before_post_id=before, with_own_posts=True)
+        posts, has_more = feed_page_posts(
+            user_id=reader.pk, limit=2, before_post_id=before, with_own_posts=True
+        )
         seen += [p.pk for p in posts]
         if not has_more:
             break

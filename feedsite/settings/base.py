@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "follows",
     "feeds",
     "consumers",
+    "web",
     # Development tooling (seed_demo); nothing in the apps above imports it.
     "devtools",
 ]
@@ -88,8 +89,8 @@ MIDDLEWARE = [
     "core.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Sessions, CSRF, Django's auth and messages, for BROWSER_PATH_PREFIXES only: the
-    # token-authenticated API needs none of them (core.middleware).
+    # Sessions, CSRF, Django's auth and messages, for BROWSER_PATHS and BROWSER_PATH_PREFIXES
+    # only: the token-authenticated API needs none of them (core.middleware).
     "core.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "core.middleware.BrowserCsrfViewMiddleware",
@@ -98,8 +99,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
-# Path prefixes of the pages browsers use: the admin and the API docs.
-BROWSER_PATH_PREFIXES = ["/admin/", "/api/docs"]
+# Path prefixes of the pages browsers use: the admin, the API docs and the web pages
+# (profiles at /@name, sign up, in and out, the timeline's new-posts poll).
+BROWSER_PATH_PREFIXES = ["/admin/", "/api/docs", "/@", "/signup", "/signin", "/signout", "/timeline/"]
+# Paths browsers use, matched exactly: the web timeline at /.
+BROWSER_PATHS = ["/"]
+# Where the web pages send a visitor who must sign in first.
+LOGIN_URL = "/signin"
 # security.W003 looks for CsrfViewMiddleware by its exact name; its subclass above checks
 # CSRF on every browser path (feedsite/tests/test_middleware.py), and DRF views are exempt.
 SILENCED_SYSTEM_CHECKS = ["security.W003"]
@@ -240,6 +246,9 @@ FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
 FEED_PAGE_MAX = env.int("FEED_PAGE_MAX", default=100)
 # Seconds a cached first feed page lives in Redis. Default: 300.
 FEED_CACHE_TTL = env.int("FEED_CACHE_TTL", default=300)
+# Seconds between the web timeline's checks for new posts (a read of the cached first
+# page). Default: 20.
+WEB_NEW_POSTS_POLL_SECONDS = env.int("WEB_NEW_POSTS_POLL_SECONDS", default=20)
 # Followers above which an author is not fanned out; followers merge their posts at read time. Default: 10000.
 FANOUT_FOLLOWER_LIMIT = env.int("FANOUT_FOLLOWER_LIMIT", default=10000)
 # Newest posts of a followee copied into the follower's feed on a new follow. Default: 200.

@@ -155,6 +155,8 @@ class Command(BaseCommand):
                     "",
                     f"Demo accounts are named {plan.usernames[0]} ... {plan.usernames[-1]}; "
                     f"each has the password {password!r}.",
+                    f"In a browser, sign in at {api}/ as {plan.usernames[reader]} "
+                    f"with the password {password!r}.",
                     "",
                     f"# The feed of {plan.usernames[reader]} (user {reader_id}, "
                     f"follows {following[reader]}):",

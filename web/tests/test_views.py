@@ -1,0 +1,382 @@
+"""The web pages through Django's test client: no JavaScript, sessions and CSRF as a
+browser has them."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from feeds.cursor import cursor_encode
+from feeds.models import FeedEntry
+from follows.models import Follow
+from posts.models import Post
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+PASSWORD = "pw-Secret-123"
+JSON = "application/json"
+
+
+@pytest.fixture
+def signed_in(make_user):
+    """A client signed in as a new user: (client, user)."""
+
+    def make(username: str | None = None, *, csrf: bool = False):
+        user = make_user(username)
+        client = Client(enforce_csrf_checks=csrf)
+        client.force_login(user)
+        return client, user
+
+    return make
+
+
+def csrf_token(client: Client, path: str = "/") -> str:
+    html = client.get(path).content.decode()
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+
+
+def test_every_page_answers_without_javascript(signed_in, make_user):
+    make_user("bob")
+    anonymous = Client()
+    client, _ = signed_in("ada")
+
+    pages = {
+        "/signup": anonymous.get("/signup"),
+        "/signin": anonymous.get("/signin"),
+        "/@bob (anonymous)": anonymous.get("/@bob"),
+        "/": client.get("/"),
+        "/@ada": client.get("/@ada"),
+        "/@bob": client.get("/@bob"),
+    }
+
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        html = response.content.decode()
+        assert html.startswith("<!doctype html>"), name
+        assert '<html lang="en">' in html, name
+        # Nothing is loaded from elsewhere: the page works offline.
+        assert not re.search(r'(src|href)="(https?:)?//', html), name
+
+
+def test_anonymous_timeline_sends_to_sign_in():
+    response = Client().get("/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/signin?next=/"
+
+
+def test_every_form_field_has_a_label(signed_in):
+    client, _ = signed_in("ada")
+
+    for path in ("/", "/signin", "/signup"):
+        html = (client if path == "/" else Client()).get(path).content.decode()
+        ids = re.findall(r'<(?:input|textarea)[^>]*\sid="([^"]+)"', html)
+        fields = re.findall(r'<(?:input|textarea)(?![^>]*type="hidden")[^>]*>', html)
+        assert fields, path
+        assert len(ids) == len(fields), path
+        for field_id in ids:
+            assert f'<label for="{field_id}"' in html, (path, field_id)
+
+
+def test_sign_up_creates_the_account_and_signs_in():
+    client = Client(enforce_csrf_checks=True)
+    token = csrf_token(client, "/signup")
+
+    response = client.post(
+        "/signup", {"username": "ada", "password": "a-long-passphrase", "csrfmiddlewaretoken": token}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert User.objects.filter(username="ada").exists()
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"username": "ada", "password": "short"}, "This password is too short"),
+        ({"username": "taken", "password": "a-long-passphrase"}, "A user with that username already exists."),
+        ({"username": "TAKEN", "password": "a-long-passphrase"}, "A user with that username already exists."),
+        ({"username": "", "password": "a-long-passphrase"}, "This field may not be blank."),
+        ({"username": "a b", "password": "a-long-passphrase"}, "Enter a valid username"),
+    ],
+)
+def test_sign_up_refuses_bad_input_with_a_400_that_says_why(make_user, data, message):
+    make_user("taken")
+
+    response = Client().post("/signup", data)
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert User.objects.count() == 1
+
+
+def test_sign_in_and_out(make_user):
+    make_user("ada")
+    client = Client(enforce_csrf_checks=True)
+    token = csrf_token(client, "/signin")
+
+    response = client.post(
+        "/signin?next=/@ada", {"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/@ada"
+    token = csrf_token(client, "/")
+
+    response = client.post("/signout", {"csrfmiddlewaretoken": token})
+
+    assert response.status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_goes_only_to_a_local_next(make_user):
+    make_user("ada")
+
+    response = Client().post("/signin?next=https://evil.example/", {"username": "ada", "password": PASSWORD})
+
+    assert response["Location"] == "/"
+
+
+def test_a_wrong_password_is_a_400(make_user):
+    make_user("ada")
+
+    response = Client().post("/signin", {"username": "ada", "password": "wrong"})
+
+    assert response.status_code == 400
+    assert "Unable to sign in with these credentials." in response.content.decode()
+
+
+def test_a_form_without_its_csrf_token_is_refused(make_user):
+    make_user("ada")
+
+    response = Client(enforce_csrf_checks=True).post("/signin", {"username": "ada", "password": PASSWORD})
+
+    assert response.status_code == 403
+
+
+def test_sign_in_draws_on_the_token_endpoints_allowances(make_user, settings):
+    """Per address (token) and per account (account_login), shared with POST /auth/token."""
+    make_user("ada")
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "token": "2/hour"}
+    credentials = {"username": "ada", "password": PASSWORD}
+    api = Client()
+    assert api.post("/auth/token", credentials, content_type=JSON).status_code == 200
+
+    web = Client()
+    assert web.post("/signin", {"username": "ada", "password": PASSWORD}).status_code == 302
+    refused = Client().post("/signin", {"username": "ada", "password": PASSWORD})
+
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+    assert "Too many attempts" in refused.content.decode()
+    assert api.post("/auth/token", credentials, content_type=JSON).status_code == 429
+
+
+def test_wrong_passwords_use_up_the_accounts_allowance_shared_with_the_api(make_user, settings):
+    make_user("ada")
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "account_login": "2/hour"}
+
+    for _ in range(2):
+        assert Client().post("/signin", {"username": "ada", "password": "wrong"}).status_code == 400
+
+    assert Client().post("/signin", {"username": "ada", "password": PASSWORD}).status_code == 429
+    credentials = {"username": "ada", "password": PASSWORD}
+    assert Client().post("/auth/token", credentials, content_type=JSON).status_code == 429
+
+
+def test_sign_up_draws_on_the_signup_allowance_shared_with_the_api(settings):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "signup": "1/hour"}
+    signup = {"username": "ada", "password": "a-long-passphrase"}
+    assert Client().post("/users", signup, content_type=JSON).status_code == 201
+
+    refused = Client().post("/signup", {"username": "bob", "password": "a-long-passphrase"})
+
+    assert refused.status_code == 429
+    assert not User.objects.filter(username="bob").exists()
+
+
+def test_a_new_post_is_at_the_top_of_the_own_timeline_at_once(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    Follow.objects.create(follower=ada, followee=bob)
+    older = Post.objects.create(author=bob, content="from bob")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=older.pk)
+
+    response = client.post("/", {"content": "hello from the web"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    html = client.get("/").content.decode()
+    assert html.index("hello from the web") < html.index("from bob")
+
+
+@pytest.mark.parametrize(("content", "status"), [("", 400), (" ", 400), ("x" * 501, 400), ("x" * 500, 302)])
+def test_the_post_box_keeps_the_apis_rules(signed_in, content, status):
+    client, ada = signed_in("ada")
+
+    response = client.post("/", {"content": content})
+
+    assert response.status_code == status
+    assert Post.objects.filter(author=ada).count() == (1 if status == 302 else 0)
+
+
+def test_the_post_box_shows_the_limit(signed_in):
+    client, _ = signed_in("ada")
+
+    html = client.get("/").content.decode()
+
+    assert 'maxlength="500"' in html
+    assert "500 characters" in html
+
+
+def test_post_content_is_shown_as_text_never_as_html(signed_in):
+    client, _ = signed_in("ada")
+
+    client.post("/", {"content": "<script>alert(1)</script>"})
+
+    for path in ("/", "/@ada"):
+        html = client.get(path).content.decode()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script>alert(1)</script>" not in html
+
+
+def test_the_timeline_pages_by_the_apis_cursor(signed_in, settings):
+    settings.FEED_PAGE_SIZE = 3
+    client, ada = signed_in("ada")
+    posts = [Post.objects.create(author=ada, content=f"post number {i}") for i in range(5)]
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=ada.pk, post_id=p.pk) for p in posts])
+
+    first = client.get("/").content.decode()
+    cursor = cursor_encode(posts[2].pk)
+    assert f'href="/?cursor={cursor}"' in first
+    second = client.get(f"/?cursor={cursor}").content.decode()
+
+    assert [f"post number {i}" in first for i in range(5)] == [False, False, True, True, True]
+    assert [f"post number {i}" in second for i in range(5)] == [True, True, False, False, False]
+    assert "Older posts" not in second
+
+
+@pytest.mark.parametrize("query", ["?cursor=nope", "?cursor=" + "A" * 100])
+def test_a_bad_cursor_is_a_400(signed_in, query):
+    client, _ = signed_in("ada")
+
+    response = client.get("/" + query)
+
+    assert response.status_code == 400
+    assert "<!doctype html>" in response.content.decode()
+
+
+def test_profile_shows_posts_counts_and_a_follow_button(signed_in, make_user):
+    client, _ = signed_in("ada")
+    bob, carol = make_user("bob"), make_user("carol")
+    Follow.objects.create(follower=carol, followee=bob)
+    Follow.objects.create(follower=bob, followee=carol)
+    Post.objects.create(author=bob, content="bob speaks")
+
+    html = client.get("/@bob").content.decode()
+
+    assert "bob speaks" in html
+    assert re.search(r"<strong>1</strong>\s*followers?", html)
+    assert re.search(r"<strong>1</strong>\s*following", html)
+    assert "Follow<" in html
+
+
+def test_an_unknown_profile_is_a_404_page(signed_in):
+    client, _ = signed_in("ada")
+
+    response = client.get("/@nobody")
+
+    assert response.status_code == 404
+    assert "<!doctype html>" in response.content.decode()
+
+
+def test_follow_and_unfollow(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+
+    response = client.post("/@bob/follow")
+    assert response.status_code == 302
+    assert Follow.objects.filter(follower=ada, followee=bob).exists()
+    assert "Unfollow" in client.get("/@bob").content.decode()
+
+    response = client.post("/@bob/unfollow")
+
+    assert response.status_code == 302
+    assert not Follow.objects.filter(follower=ada, followee=bob).exists()
+
+
+def test_following_yourself_or_nobody_is_refused(signed_in):
+    client, _ = signed_in("ada")
+
+    assert client.post("/@ada/follow").status_code == 400
+    assert client.post("/@nobody/follow").status_code == 404
+    assert client.get("/@ada/follow").status_code == 405
+    assert Follow.objects.count() == 0
+
+
+def test_anonymous_follow_sends_to_sign_in(make_user):
+    make_user("bob")
+
+    response = Client().post("/@bob/follow")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/signin")
+
+
+def test_delete_own_post(signed_in):
+    client, ada = signed_in("ada")
+    post = Post.objects.create(author=ada, content="regret")
+
+    response = client.post(f"/@ada/{post.pk}/delete")
+
+    assert response.status_code == 302
+    assert not Post.objects.filter(pk=post.pk).exists()
+    assert "regret" not in client.get("/").content.decode()
+
+
+def test_only_the_author_deletes_a_post(signed_in, make_user):
+    client, _ = signed_in("ada")
+    bob = make_user("bob")
+    post = Post.objects.create(author=bob, content="mine")
+
+    assert client.post(f"/@bob/{post.pk}/delete").status_code == 403
+    assert client.post("/@ada/999999/delete").status_code == 404
+    assert Post.objects.filter(pk=post.pk).exists()
+
+
+def test_who_to_follow_lists_the_most_followed_accounts_not_yet_followed(signed_in, make_user):
+    client, ada = signed_in("ada")
+    star, popular, known = make_user("star"), make_user("popular"), make_user("known")
+    fans = [make_user() for _ in range(3)]
+    for fan in fans:
+        Follow.objects.create(follower=fan, followee=star)
+        Follow.objects.create(follower=fan, followee=known)
+    Follow.objects.create(follower=fans[0], followee=popular)
+    Follow.objects.create(follower=fans[0], followee=ada)
+    Follow.objects.create(follower=ada, followee=known)
+
+    html = client.get("/").content.decode()
+    section = html[html.index("Who to follow") :]
+
+    assert section.index("@star") < section.index("@popular")
+    assert "@known" not in section
+    assert "@ada" not in section
+
+
+def test_new_posts_since_the_page_loaded_are_counted(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    first = Post.objects.create(author=bob, content="seen")
+    FeedEntry.objects.create(user_id=ada.pk, post_id=first.pk)
+    newer = [Post.objects.create(author=bob, content=f"new {i}") for i in range(2)]
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=ada.pk, post_id=p.pk) for p in newer])
+
+    response = client.get(f"/timeline/new?after={first.pk}")
+
+    assert response.status_code == 200
+    assert response.json() == {"count": 2}
+    assert client.get("/timeline/new?after=x").status_code == 400
+    assert Client().get(f"/timeline/new?after={first.pk}").status_code == 401

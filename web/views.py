@@ -1,0 +1,344 @@
+"""The web pages: a timeline, profiles, sign up, in and out, server-rendered.
+
+Thin views on the same services and selectors as the API, with its validation
+(serializers), its rate limits (the same scopes and keys, so a browser and a script draw
+on one allowance) and its cursor. They answer HTML; every bad input is a 4xx page.
+"""
+
+import logging
+import math
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import authenticate, get_user_model, login, logout
+from django.contrib.auth.views import redirect_to_login
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from redis.exceptions import RedisError
+
+from core.throttling import (
+    STORE_DOWN_RETRY_AFTER,
+    AccountLoginLimit,
+    ThrottleStoreUnavailable,
+    client_ip,
+    rate_wait,
+)
+from feeds.cursor import InvalidCursor, cursor_decode, cursor_encode
+from follows.models import Follow
+from follows.selectors import follow_counts, follow_exists, follow_suggestions, user_get_by_username
+from follows.serializers import UserCreateSerializer
+from follows.services import FollowError, UnknownUser, follow_create, follow_delete, user_create
+from posts.models import Post
+from posts.selectors import post_page_by_author
+from posts.serializers import PostCreateSerializer
+from posts.services import NotAuthor, post_create, post_delete
+from web.selectors import timeline_new_count, timeline_page
+
+logger = logging.getLogger(__name__)
+
+User = get_user_model()
+
+# Accounts the "who to follow" list shows.
+SUGGESTIONS = 5
+
+
+class Refused(Exception):
+    """A request a rate limit refused (429), or a fail-closed one whose store is down (503)."""
+
+    def __init__(self, status: int, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+def _rate_take(scope: str, ident: str, *, fail_closed: bool = False) -> None:
+    """Take one request from ``ident``'s allowance in ``scope``, as the API's throttles do;
+    raises Refused. While Redis is down, only a fail-closed scope refuses."""
+    try:
+        wait = rate_wait(scope, ident)
+    except RedisError:
+        if not fail_closed:
+            logger.warning("throttle store unavailable; %s not limited", scope)
+            return
+        logger.error("throttle store unavailable; %s refused", scope)
+        raise Refused(503, "Unavailable for a moment; try again shortly.", STORE_DOWN_RETRY_AFTER) from None
+    if wait is not None:
+        raise Refused(429, f"Too many attempts; try again in {math.ceil(wait)} seconds.", wait)
+
+
+def _page(
+    request: HttpRequest, template: str, context: dict, *, status: int = 200, retry_after=None
+) -> HttpResponse:
+    response = render(request, f"web/{template}", context, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(math.ceil(retry_after))
+    return response
+
+
+def _error(
+    request: HttpRequest, status: int, message: str, *, retry_after: float | None = None
+) -> HttpResponse:
+    return _page(
+        request, "error.html", {"status": status, "message": message}, status=status, retry_after=retry_after
+    )
+
+
+def _refused(request: HttpRequest, refused: Refused) -> HttpResponse:
+    return _error(request, refused.status, refused.message, retry_after=refused.retry_after)
+
+
+def _next_path(request: HttpRequest, default: str = "/") -> str:
+    """The local page to go to next (``next`` in the form or the query), else ``default``."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts=None) and target.startswith("/"):
+        return target
+    return default
+
+
+def _cursor(request: HttpRequest) -> int | None:
+    """The post id behind ``?cursor=``; raises InvalidCursor."""
+    raw = request.GET.get("cursor")
+    if raw is None:
+        return None
+    if len(raw) > 64:
+        raise InvalidCursor("Malformed cursor.")
+    return cursor_decode(raw)
+
+
+def _first_error(errors: dict) -> str:
+    for field_errors in errors.values():
+        return str(field_errors[0])
+    return "Invalid input."
+
+
+@require_http_methods(["GET", "POST"])
+def timeline(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's feed, newest first, with the post box; POST writes a post."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    draft, error, status = "", None, 200
+    if request.method == "POST":
+        draft = request.POST.get("content", "")
+        serializer = PostCreateSerializer(data={"content": draft})
+        try:
+            _rate_take("posts", f"user:{request.user.pk}")
+        except Refused as refused:
+            error, status = refused.message, refused.status
+        else:
+            if serializer.is_valid():
+                post_create(author=request.user, content=serializer.validated_data["content"])
+                return redirect("web:timeline")
+            error, status = _first_error(serializer.errors), 400
+    try:
+        before = _cursor(request)
+    except InvalidCursor:
+        return _error(request, 400, "This link to older posts is not valid.")
+    try:
+        _rate_take("feeds", f"user:{request.user.pk}")
+    except Refused as refused:
+        return _refused(request, refused)
+    posts, has_more = timeline_page(user_id=request.user.pk, before_post_id=before)
+    return _page(
+        request,
+        "timeline.html",
+        {
+            "posts": posts,
+            "older": cursor_encode(posts[-1].pk) if has_more else None,
+            "paged": before is not None,
+            "newest_id": posts[0].pk if posts and before is None else 0,
+            "suggestions": follow_suggestions(user_id=request.user.pk, limit=SUGGESTIONS),
+            "draft": draft,
+            "error": error,
+            "post_max_length": settings.POST_MAX_LENGTH,
+            "poll_seconds": settings.WEB_NEW_POSTS_POLL_SECONDS,
+        },
+        status=status,
+    )
+
+
+@require_GET
+def timeline_new(request: HttpRequest) -> JsonResponse:
+    """How many posts reached the user's feed above ``after`` (a post id): the timeline's
+    announcement of new posts polls this."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": "Sign in first."}, status=401)
+    after = request.GET.get("after", "")
+    if not after.isdigit() or len(after) > 18:
+        return JsonResponse({"after": ["A post id is required."]}, status=400)
+    return JsonResponse({"count": timeline_new_count(user_id=request.user.pk, after_post_id=int(after))})
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _page(request, "signup.html", {})
+    username = request.POST.get("username", "")
+    context = {"username": username}
+    try:
+        _rate_take("signup", f"ip:{client_ip(request)}")
+    except Refused as refused:
+        return _page(
+            request,
+            "signup.html",
+            {**context, "error": refused.message},
+            status=refused.status,
+            retry_after=refused.retry_after,
+        )
+    serializer = UserCreateSerializer(
+        data={"username": username, "password": request.POST.get("password", "")}
+    )
+    if not serializer.is_valid():
+        return _page(request, "signup.html", {**context, "errors": serializer.errors}, status=400)
+    try:
+        user, _ = user_create(**serializer.validated_data)
+    except IntegrityError:
+        errors = {"username": ["A user with that username already exists."]}
+        return _page(request, "signup.html", {**context, "errors": errors}, status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    name = user.get_username()
+    messages.success(request, f"Welcome, @{name}. Follow a few accounts to fill your timeline.")
+    return redirect("web:timeline")
+
+
+@require_http_methods(["GET", "POST"])
+def signin(request: HttpRequest) -> HttpResponse:
+    """Sign in with a password, behind the token endpoint's limits: per address
+    (``token``, fail closed) and per account (``account_login``, shared with the API and
+    the admin; a right password gives its attempt back)."""
+    context = {"next": _next_path(request, "")}
+    if request.method == "GET":
+        return _page(request, "signin.html", context)
+    username, password = request.POST.get("username", ""), request.POST.get("password", "")
+    context["username"] = username
+    if not username or not password:
+        return _page(
+            request, "signin.html", {**context, "error": "Enter a username and a password."}, status=400
+        )
+    account = AccountLoginLimit(username)
+    try:
+        _rate_take("token", f"ip:{client_ip(request)}", fail_closed=True)
+        wait = account.check()
+    except Refused as refused:
+        return _page(
+            request,
+            "signin.html",
+            {**context, "error": refused.message},
+            status=refused.status,
+            retry_after=refused.retry_after,
+        )
+    except ThrottleStoreUnavailable:
+        message = "Signing in is unavailable for a moment; try again shortly."
+        return _page(
+            request,
+            "signin.html",
+            {**context, "error": message},
+            status=503,
+            retry_after=STORE_DOWN_RETRY_AFTER,
+        )
+    if wait is not None:
+        message = f"Too many attempts; try again in {math.ceil(wait)} seconds."
+        return _page(request, "signin.html", {**context, "error": message}, status=429, retry_after=wait)
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        message = "Unable to sign in with these credentials."
+        return _page(request, "signin.html", {**context, "error": message}, status=400)
+    account.succeeded()
+    login(request, user)
+    return redirect(_next_path(request))
+
+
+@require_POST
+def signout(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return redirect("web:signin")
+
+
+@require_GET
+def profile(request: HttpRequest, username: str) -> HttpResponse:
+    """A user's posts, newest first, their follower and following counts, and a Follow or
+    Unfollow button."""
+    try:
+        user = user_get_by_username(username=username)
+    except User.DoesNotExist:
+        return _error(request, 404, f"There is no account @{username}.")
+    try:
+        before = _cursor(request)
+    except InvalidCursor:
+        return _error(request, 400, "This link to older posts is not valid.")
+    posts, has_more = post_page_by_author(
+        author_id=user.pk, limit=settings.FEED_PAGE_SIZE, before_post_id=before
+    )
+    followers, following = follow_counts(user_id=user.pk)
+    viewer = request.user
+    return _page(
+        request,
+        "profile.html",
+        {
+            "profile": user,
+            "posts": posts,
+            "older": cursor_encode(posts[-1].pk) if has_more else None,
+            "paged": before is not None,
+            "followers": followers,
+            "following": following,
+            "is_self": viewer.is_authenticated and viewer.pk == user.pk,
+            "follows": viewer.is_authenticated and follow_exists(follower_id=viewer.pk, followee_id=user.pk),
+        },
+    )
+
+
+def _signed_in_user_named(request: HttpRequest, username: str):
+    """(The account named ``username``, None) or (None, the response to give instead)."""
+    if not request.user.is_authenticated:
+        return None, redirect_to_login(f"/@{username}")
+    try:
+        return user_get_by_username(username=username), None
+    except User.DoesNotExist:
+        return None, _error(request, 404, f"There is no account @{username}.")
+
+
+@require_POST
+def follow(request: HttpRequest, username: str) -> HttpResponse:
+    followee, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    try:
+        _rate_take("follow", f"user:{request.user.pk}")
+        follow_create(follower=request.user, followee_id=followee.pk)
+    except Refused as refused:
+        return _refused(request, refused)
+    except FollowError as exc:
+        return _error(request, 400, str(exc))
+    except UnknownUser:
+        return _error(request, 404, f"There is no account @{username}.")
+    messages.success(request, f"You follow @{followee.get_username()}; their posts will be on your timeline.")
+    return redirect(_next_path(request, f"/@{followee.get_username()}"))
+
+
+@require_POST
+def unfollow(request: HttpRequest, username: str) -> HttpResponse:
+    followee, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    try:
+        follow_delete(follower=request.user, followee_id=followee.pk)
+    except Follow.DoesNotExist:
+        messages.info(request, f"You did not follow @{followee.get_username()}.")
+    else:
+        messages.success(request, f"You no longer follow @{followee.get_username()}.")
+    return redirect(_next_path(request, f"/@{followee.get_username()}"))
+
+
+@require_POST
+def post_delete_view(request: HttpRequest, username: str, post_id: int) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect_to_login(f"/@{username}")
+    try:
+        post_delete(post_id=post_id, actor=request.user)
+    except Post.DoesNotExist:
+        return _error(request, 404, "There is no such post.")
+    except NotAuthor:
+        return _error(request, 403, "You can only delete your own posts.")
+    messages.success(request, "Your post was deleted.")
+    return redirect(_next_path(request))
