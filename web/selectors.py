@@ -17,9 +17,11 @@ def timeline_page(*, user_id: int, before_post_id: int | None = None) -> tuple[l
     )
 
 
-def timeline_new_count(*, user_id: int, after_post_id: int) -> int:
+def timeline_new_count(*, user_id: int, after_post_id: int) -> tuple[int, bool]:
     """How many posts of the first page of the user's feed are newer than
-    ``after_post_id`` (at most FEED_PAGE_SIZE): read from the cached first page, so that
-    polling costs one Redis round trip while nothing changed."""
+    ``after_post_id``, and whether there may be more (the whole page is newer and older
+    posts follow it). Read from the cached first page, so that polling costs one Redis
+    round trip while nothing changed."""
     page = json.loads(feed_page(user_id=user_id, limit=settings.FEED_PAGE_SIZE))
-    return sum(1 for post in page["results"] if post["id"] > after_post_id)
+    count = sum(1 for post in page["results"] if post["id"] > after_post_id)
+    return count, count == len(page["results"]) and page["next_cursor"] is not None

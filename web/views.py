@@ -160,14 +160,15 @@ def timeline(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def timeline_new(request: HttpRequest) -> JsonResponse:
-    """How many posts reached the user's feed above ``after`` (a post id): the timeline's
-    announcement of new posts polls this."""
+    """How many posts reached the user's feed above ``after`` (a post id), up to a page,
+    and whether there may be more: the timeline's announcement of new posts polls this."""
     if not request.user.is_authenticated:
         return JsonResponse({"detail": "Sign in first."}, status=401)
     after = request.GET.get("after", "")
     if not after.isdigit() or len(after) > 18:
         return JsonResponse({"after": ["A post id is required."]}, status=400)
-    return JsonResponse({"count": timeline_new_count(user_id=request.user.pk, after_post_id=int(after))})
+    count, more = timeline_new_count(user_id=request.user.pk, after_post_id=int(after))
+    return JsonResponse({"count": count, "more": more})
 
 
 @require_http_methods(["GET", "POST"])

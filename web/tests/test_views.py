@@ -377,6 +377,17 @@ def test_new_posts_since_the_page_loaded_are_counted(signed_in, make_user):
     response = client.get(f"/timeline/new?after={first.pk}")
 
     assert response.status_code == 200
-    assert response.json() == {"count": 2}
+    assert response.json() == {"count": 2, "more": False}
     assert client.get("/timeline/new?after=x").status_code == 400
     assert Client().get(f"/timeline/new?after={first.pk}").status_code == 401
+
+
+def test_new_posts_beyond_a_page_are_counted_as_more(signed_in, make_user, settings):
+    settings.FEED_PAGE_SIZE = 2
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    posts = [Post.objects.create(author=bob, content=f"post {i}") for i in range(4)]
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=ada.pk, post_id=p.pk) for p in posts])
+
+    assert client.get(f"/timeline/new?after={posts[0].pk}").json() == {"count": 2, "more": True}
+    assert client.get(f"/timeline/new?after={posts[2].pk}").json() == {"count": 1, "more": False}

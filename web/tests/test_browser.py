@@ -1,0 +1,163 @@
+"""The web timeline in a real browser: headless Chromium driven by Playwright.
+
+Two people sign up, follow, post, read, page, unfollow and delete, with the fan-out
+worker applying events between the steps. A failing test leaves a screenshot of each of
+its pages in .run/browser-failures.
+"""
+
+import time
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth import get_user_model
+from playwright.sync_api import Page, expect
+
+from follows.models import Follow
+from posts.services import post_create
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+User = get_user_model()
+PASSWORD = "a-long-passphrase"
+
+
+def sign_up(page: Page, server: str, username: str) -> None:
+    page.goto(f"{server}/signup")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Home")).to_be_visible()
+
+
+def until(condition: Callable[[], bool], *, step: Callable[[], object], seconds: float = 20) -> None:
+    """Run ``step`` (the worker applying what has arrived) until ``condition`` holds, or
+    fail at the deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not reached before the deadline"
+        step()
+
+
+def shown(page: Page, text: str) -> Callable[[], bool]:
+    """Whether the page, loaded afresh, shows a post with this text."""
+
+    def check() -> bool:
+        page.reload()
+        return page.locator("p.content", has_text=text).count() > 0
+
+    return check
+
+
+@pytest.mark.broker
+def test_two_people_follow_post_read_page_unfollow_and_delete(
+    page: Page, new_context, browser_server: str, worker, settings
+) -> None:
+    settings.FEED_PAGE_SIZE = 3
+    settings.WEB_NEW_POSTS_POLL_SECONDS = 1
+    ada = page
+    bob = new_context().new_page()
+    sign_up(ada, browser_server, "ada")
+    sign_up(bob, browser_server, "bob")
+
+    # Bob follows Ada from her profile.
+    bob.goto(f"{browser_server}/@ada")
+    bob.get_by_role("button", name="Follow @ada").click()
+    expect(bob.get_by_role("button", name="Unfollow @ada")).to_be_visible()
+    expect(bob.get_by_text("1 follower")).to_be_visible()
+
+    # Ada posts; the box counts down, and the post is at the top of her timeline at once.
+    box = ada.get_by_label("What's new?")
+    box.fill("Hello from ada")
+    expect(ada.get_by_text("486 characters left")).to_be_visible()
+    ada.get_by_role("button", name="Post").click()
+    expect(ada.locator("p.content").first).to_have_text("Hello from ada")
+
+    # Bob sees it once the worker has applied it.
+    bob.goto(browser_server)
+    until(shown(bob, "Hello from ada"), step=worker.run_once)
+    expect(bob.locator("article", has_text="Hello from ada").get_by_role("link", name="@ada")).to_be_visible()
+
+    # Posts that arrive while Bob reads are announced, not inserted.
+    ada_user = User.objects.get(username="ada")
+    for i in range(4):
+        post_create(author=ada_user, content=f"ada again {i}")
+    announcement = bob.get_by_role("status").get_by_role("link", name="3+ new posts: show")
+    until(announcement.is_visible, step=lambda: worker.run_once() or time.sleep(0.1))
+    expect(bob.locator("p.content").first).to_have_text("Hello from ada")
+    announcement.click()
+    expect(bob.locator("p.content")).to_have_text(["ada again 3", "ada again 2", "ada again 1"])
+
+    # Older posts, by the API's cursor, and back.
+    bob.get_by_role("link", name="Older posts").click()
+    expect(bob.locator("p.content")).to_have_text(["ada again 0", "Hello from ada"])
+    expect(bob.get_by_role("link", name="Older posts")).to_have_count(0)
+    bob.get_by_role("link", name="Newest posts").click()
+    expect(bob.locator("p.content").first).to_have_text("ada again 3")
+
+    # Ada deletes a post: gone from her timeline at once, and from Bob's.
+    ada.goto(browser_server)
+    ada.locator("article", has_text="ada again 3").get_by_role("button", name="Delete this post").click()
+    expect(ada.get_by_text("Your post was deleted.")).to_be_visible()
+    expect(ada.locator("p.content", has_text="ada again 3")).to_have_count(0)
+    bob.reload()
+    expect(bob.locator("p.content", has_text="ada again 3")).to_have_count(0)
+    # Nobody may delete another's post: Bob is not offered the button.
+    expect(bob.get_by_role("button", name="Delete this post")).to_have_count(0)
+
+    # Bob unfollows; once the worker has applied it, Ada's posts leave his timeline.
+    bob.goto(f"{browser_server}/@ada")
+    bob.get_by_role("button", name="Unfollow @ada").click()
+    expect(bob.get_by_role("button", name="Follow @ada")).to_be_visible()
+    bob.goto(browser_server)
+    until(lambda: not shown(bob, "ada again")(), step=worker.run_once)
+    expect(bob.get_by_text("Nothing here yet.")).to_be_visible()
+
+
+def test_post_content_is_shown_as_text_never_run(page: Page, browser_server: str) -> None:
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_up(page, browser_server, "mallory")
+
+    page.get_by_label("What's new?").fill("<script>alert(1)</script>")
+    page.get_by_role("button", name="Post").click()
+
+    expect(page.locator("p.content").first).to_have_text("<script>alert(1)</script>")
+    page.goto(f"{browser_server}/@mallory")
+    expect(page.locator("p.content").first).to_have_text("<script>alert(1)</script>")
+    assert dialogs == []
+
+
+def test_everything_works_without_javascript(new_context, browser_server: str, make_user) -> None:
+    Follow.objects.create(follower=make_user(), followee=make_user("bob"))
+    page = new_context(java_script_enabled=False).new_page()
+
+    sign_up(page, browser_server, "ada")
+    page.get_by_label("What's new?").fill("no scripts needed")
+    page.get_by_role("button", name="Post").click()
+    expect(page.locator("p.content").first).to_have_text("no scripts needed")
+    # Who to follow, then the profile's button.
+    page.get_by_role("link", name="@bob").click()
+    page.get_by_role("button", name="Follow @bob").click()
+    expect(page.get_by_role("button", name="Unfollow @bob")).to_be_visible()
+    page.get_by_role("link", name="@ada").first.click()
+    page.get_by_role("button", name="Delete this post").click()
+    expect(page.get_by_text("No posts yet.")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Home")).to_be_visible()
+
+
+def test_pages_fit_a_360_pixel_screen(new_context, browser_server: str, make_user) -> None:
+    make_user("a_rather_long_username_that_could_overflow_a_narrow_screen")
+    page = new_context(viewport={"width": 360, "height": 740}).new_page()
+    sign_up(page, browser_server, "ada")
+    page.get_by_label("What's new?").fill("x" * 500)
+    page.get_by_role("button", name="Post").click()
+
+    for path in ("/", "/@ada", "/signin", "/signup"):
+        page.goto(f"{browser_server}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, (path, width)
