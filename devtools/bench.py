@@ -767,6 +767,7 @@ def measure_api(run: Run) -> None:
     run.open_loop("feed_cached_open", "GET /feeds", rate=0.7 * run.results["feed_cached"]["rps"])
     log("uncached GET /feeds/{id}?limit=19 (the cache holds only default pages)")
     run.results["feed_uncached"] = run.wrk(run.base, "feed.lua", BENCH_FEED_QUERY="?limit=19")
+    measure_web_timeline(run)
 
     log("POST /posts, fan-out worker stopped: the API's own cost")
     wait_idle(run.metrics_url)
@@ -786,6 +787,55 @@ def measure_api(run: Run) -> None:
         "post_open", "POST /posts", rate=0.7 * run.results["post"]["rps"], users_file=run.authors_file
     )
     backlog_drain(since_post=first)
+
+
+def measure_web_timeline(run: Run) -> None:
+    """GET / (the web timeline), signed in as each active user by a session of their own,
+    next to the uncached API read it is to stay within 2x of: both read a first page from
+    PostgreSQL; the page adds the session, the reader's own newest posts, who to follow
+    and the template."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.base import VALID_KEY_CHARS
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
+    active = run.graph["active"]
+    users = get_user_model().objects.in_bulk(active)
+    keys = {user_id: get_random_string(32, VALID_KEY_CHARS) for user_id in active}
+    store, expires = SessionStore(), timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    backend = "django.contrib.auth.backends.ModelBackend"
+    Session.objects.bulk_create(
+        [
+            Session(
+                session_key=key,
+                session_data=store.encode(
+                    {
+                        SESSION_KEY: str(user_id),
+                        BACKEND_SESSION_KEY: backend,
+                        HASH_SESSION_KEY: users[user_id].get_session_auth_hash(),
+                    }
+                ),
+                expire_date=expires,
+            )
+            for user_id, key in keys.items()
+        ],
+        batch_size=2000,
+    )
+    sessions = RUN_DIR / "sessions.txt"
+    sessions.write_text("".join(f"{user_id} {key}\n" for user_id, key in keys.items()))
+    log("GET / (web timeline), signed in")
+    import requests
+
+    # Who to follow counts the most-followed accounts once a minute: not on the clock.
+    first = requests.get(f"{run.base}/", cookies={"sessionid": keys[active[0]]}, allow_redirects=False)
+    if first.status_code != 200:
+        raise RuntimeError(f"GET / signed in answered {first.status_code}")
+    run.results["web_timeline"] = run.wrk(run.base, "web.lua", users_file=sessions)
 
 
 def last_post_id() -> int:
@@ -965,6 +1015,8 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         "",
     ]
     lines += _render_closed(r)
+    if "web_timeline" in r:
+        lines += _render_web(r)
     if "feed_cached_open" in r:
         lines += _render_open(r)
     lines += _render_cpu(r, args=args)
@@ -1017,6 +1069,30 @@ def _render_closed(r: dict) -> list[str]:
         "| workload | req/s | of its ceiling | p50 ms | p90 ms | p99 ms | non-2xx | note |",
         "|---|---|---|---|---|---|---|---|",
         *(closed(*row) for row in CLOSED_ROWS),
+        "",
+    ]
+
+
+# The web timeline is to be served within this many times the uncached API read's p50.
+WEB_TIMELINE_GOAL = 2.0
+
+
+def _render_web(r: dict) -> list[str]:
+    w, api = r["web_timeline"], r["feed_uncached"]
+    times = w["p50"] / api["p50"]
+    verdict = "met" if times <= WEB_TIMELINE_GOAL else "not met"
+    return [
+        "## Web timeline",
+        "",
+        "`GET /` signed in (a session per active user): the first page of the reader's feed from",
+        "PostgreSQL, as the uncached API read, plus the session, the reader's own newest posts,",
+        f"who to follow and the template. Goal: a p50 within {WEB_TIMELINE_GOAL:g}x the uncached API read's.",
+        "",
+        "| workload | req/s | p50 ms | p90 ms | p99 ms | non-2xx | p50 of the uncached API read | goal |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| GET / (web timeline), signed in | {w['rps']:,.0f} | "
+        + " | ".join(f"{w[p]:.1f}" for p in ("p50", "p90", "p99"))
+        + f" | {w['non_2xx']} | {times:.2f}x | ≤ {WEB_TIMELINE_GOAL:g}x: {verdict} |",
         "",
     ]
 

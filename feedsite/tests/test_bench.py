@@ -27,6 +27,7 @@ ROWS = [
     "| the same burst in one process, bulk_create(ignore_conflicts=True), best of 2 |",
     "| post to feed via the API, ",
     "| peak RSS |",
+    "| GET / (web timeline), signed in |",
 ]
 # The CPU table has a row for every closed-loop and open-loop run, each with the server's
 # processes, the load generator, the CPU per request and what bounded the run.
