@@ -57,3 +57,26 @@ def test_an_admin_login_without_its_csrf_token_is_refused(make_user):
     )
 
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/", "/signin", "/signup", "/@ada"])
+def test_the_web_pages_get_sessions_csrf_and_messages(make_user, browser_middleware_seen, path):
+    make_user(username="ada")
+
+    response = Client().get(path)
+
+    assert response.status_code == (302 if path == "/" else 200)
+    assert {name for name, seen in browser_middleware_seen if seen == path} == {
+        "SessionMiddleware",
+        "CsrfViewMiddleware",
+        "MessageMiddleware",
+    }
+
+
+@pytest.mark.parametrize("path", ["/feeds/1", "/posts/1", "/healthz", "/users"])
+def test_api_paths_beside_the_web_pages_run_no_browser_middleware(
+    make_user, client_for, browser_middleware_seen, path
+):
+    client_for(make_user()).get(path)
+
+    assert browser_middleware_seen == []
