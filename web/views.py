@@ -53,17 +53,18 @@ class Refused(Exception):
         self.status, self.message, self.retry_after = status, message, retry_after
 
 
-def _rate_take(scope: str, ident: str, *, fail_closed: bool = False) -> None:
+def _rate_take(scope: str, ident: str, *, closed: str | None = None) -> None:
     """Take one request from ``ident``'s allowance in ``scope``, as the API's throttles do;
-    raises Refused. While Redis is down, only a fail-closed scope refuses."""
+    raises Refused. While Redis is down a limit lets requests through, unless it fails
+    closed: then ``closed`` is the message of the 503."""
     try:
         wait = rate_wait(scope, ident)
     except RedisError:
-        if not fail_closed:
+        if closed is None:
             logger.warning("throttle store unavailable; %s not limited", scope)
             return
         logger.error("throttle store unavailable; %s refused", scope)
-        raise Refused(503, "Unavailable for a moment; try again shortly.", STORE_DOWN_RETRY_AFTER) from None
+        raise Refused(503, closed, STORE_DOWN_RETRY_AFTER) from None
     if wait is not None:
         raise Refused(429, f"Too many attempts; try again in {math.ceil(wait)} seconds.", wait)
 
@@ -118,14 +119,14 @@ def timeline(request: HttpRequest) -> HttpResponse:
     """The signed-in user's feed, newest first, with the post box; POST writes a post."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    draft, error, status = "", None, 200
+    draft, error, status, retry_after = "", None, 200, None
     if request.method == "POST":
         draft = request.POST.get("content", "")
         serializer = PostCreateSerializer(data={"content": draft})
         try:
             _rate_take("posts", f"user:{request.user.pk}")
         except Refused as refused:
-            error, status = refused.message, refused.status
+            error, status, retry_after = refused.message, refused.status, refused.retry_after
         else:
             if serializer.is_valid():
                 post_create(author=request.user, content=serializer.validated_data["content"])
@@ -155,6 +156,7 @@ def timeline(request: HttpRequest) -> HttpResponse:
             "poll_seconds": settings.WEB_NEW_POSTS_POLL_SECONDS,
         },
         status=status,
+        retry_after=retry_after,
     )
 
 
@@ -218,8 +220,9 @@ def signin(request: HttpRequest) -> HttpResponse:
             request, "signin.html", {**context, "error": "Enter a username and a password."}, status=400
         )
     account = AccountLoginLimit(username)
+    unavailable = "Signing in is unavailable for a moment; try again shortly."
     try:
-        _rate_take("token", f"ip:{client_ip(request)}", fail_closed=True)
+        _rate_take("token", f"ip:{client_ip(request)}", closed=unavailable)
         wait = account.check()
     except Refused as refused:
         return _page(
@@ -230,11 +233,10 @@ def signin(request: HttpRequest) -> HttpResponse:
             retry_after=refused.retry_after,
         )
     except ThrottleStoreUnavailable:
-        message = "Signing in is unavailable for a moment; try again shortly."
         return _page(
             request,
             "signin.html",
-            {**context, "error": message},
+            {**context, "error": unavailable},
             status=503,
             retry_after=STORE_DOWN_RETRY_AFTER,
         )

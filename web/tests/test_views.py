@@ -11,6 +11,7 @@ from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry
 from follows.models import Follow
 from posts.models import Post
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -391,3 +392,55 @@ def test_new_posts_beyond_a_page_are_counted_as_more(signed_in, make_user, setti
 
     assert client.get(f"/timeline/new?after={posts[0].pk}").json() == {"count": 2, "more": True}
     assert client.get(f"/timeline/new?after={posts[2].pk}").json() == {"count": 1, "more": False}
+
+
+def redis_unreachable(settings) -> None:
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+
+
+def test_sign_in_fails_closed_while_the_throttle_store_is_down(make_user, settings):
+    make_user("ada")
+    redis_unreachable(settings)
+    client = Client()
+
+    response = client.post("/signin", {"username": "ada", "password": PASSWORD})
+
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) >= 1
+    assert "unavailable for a moment" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_with_redis_down_one_still_signs_up_posts_and_reads(make_user, settings):
+    star = make_user("star")
+    Follow.objects.create(follower=make_user(), followee=star)
+    redis_unreachable(settings)
+    client = Client()
+
+    signed_up = client.post("/signup", {"username": "ada", "password": "a-long-passphrase"})
+    posted = client.post("/", {"content": "still here"})
+    timeline = client.get("/")
+
+    assert (signed_up.status_code, posted.status_code, timeline.status_code) == (302, 302, 200)
+    html = timeline.content.decode()
+    assert "still here" in html
+    assert "@star" in html[html.index("Who to follow") :]
+    assert client.get("/timeline/new?after=0").json()["count"] == 1
+
+
+def test_the_post_box_and_follow_buttons_keep_the_apis_limits(signed_in, make_user, settings):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "posts": "1/hour", "follow": "1/hour"}
+    client, ada = signed_in("ada")
+    make_user("bob"), make_user("carol")
+
+    posts = [client.post("/", {"content": f"post {i}"}) for i in range(2)]
+    follows = [client.post(f"/@{name}/follow") for name in ("bob", "carol")]
+
+    assert [r.status_code for r in posts] == [302, 429]
+    assert "Too many attempts" in posts[1].content.decode()
+    assert int(posts[1]["Retry-After"]) > 0
+    assert [r.status_code for r in follows] == [302, 429]
+    assert Post.objects.filter(author=ada).count() == 1
+    assert Follow.objects.filter(follower=ada).count() == 1
