@@ -5,14 +5,18 @@ Thin views on the same services and selectors as the API, with its validation
 on one allowance) and its cursor. They answer HTML; every bad input is a 4xx page.
 """
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model, login, logout
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.db import IntegrityError
+from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -90,6 +94,28 @@ def _refused(request: HttpRequest, refused: Refused) -> HttpResponse:
     return _error(request, refused.status, refused.message, retry_after=refused.retry_after)
 
 
+def _database_outage_is_503(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A page whose database is unreachable answers a 503 with Retry-After, as the API
+    does, not a 500."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except (OperationalError, InterfaceError):
+            logger.warning("database unavailable; %s answered 503", request.path)
+            # Neither the user nor the messages are read: both need the database.
+            context = {
+                "status": 503,
+                "message": "Unavailable for a moment; try again shortly.",
+                "user": AnonymousUser(),
+                "messages": [],
+            }
+            return _page(request, "error.html", context, status=503, retry_after=1)
+
+    return wrapped
+
+
 def _next_path(request: HttpRequest, default: str = "/") -> str:
     """The local page to go to next (``next`` in the form or the query), else ``default``."""
     target = request.POST.get("next") or request.GET.get("next") or ""
@@ -114,6 +140,7 @@ def _first_error(errors: dict) -> str:
     return "Invalid input."
 
 
+@_database_outage_is_503
 @require_http_methods(["GET", "POST"])
 def timeline(request: HttpRequest) -> HttpResponse:
     """The signed-in user's feed, newest first, with the post box; POST writes a post."""
@@ -160,6 +187,7 @@ def timeline(request: HttpRequest) -> HttpResponse:
     )
 
 
+@_database_outage_is_503
 @require_GET
 def timeline_new(request: HttpRequest) -> JsonResponse:
     """How many posts reached the user's feed above ``after`` (a post id), up to a page,
@@ -173,6 +201,7 @@ def timeline_new(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"count": count, "more": more})
 
 
+@_database_outage_is_503
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
@@ -205,6 +234,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return redirect("web:timeline")
 
 
+@_database_outage_is_503
 @require_http_methods(["GET", "POST"])
 def signin(request: HttpRequest) -> HttpResponse:
     """Sign in with a password, behind the token endpoint's limits: per address
@@ -252,12 +282,14 @@ def signin(request: HttpRequest) -> HttpResponse:
     return redirect(_next_path(request))
 
 
+@_database_outage_is_503
 @require_POST
 def signout(request: HttpRequest) -> HttpResponse:
     logout(request)
     return redirect("web:signin")
 
 
+@_database_outage_is_503
 @require_GET
 def profile(request: HttpRequest, username: str) -> HttpResponse:
     """A user's posts, newest first, their follower and following counts, and a Follow or
@@ -301,6 +333,7 @@ def _signed_in_user_named(request: HttpRequest, username: str):
         return None, _error(request, 404, f"There is no account @{username}.")
 
 
+@_database_outage_is_503
 @require_POST
 def follow(request: HttpRequest, username: str) -> HttpResponse:
     followee, response = _signed_in_user_named(request, username)
@@ -319,6 +352,7 @@ def follow(request: HttpRequest, username: str) -> HttpResponse:
     return redirect(_next_path(request, f"/@{followee.get_username()}"))
 
 
+@_database_outage_is_503
 @require_POST
 def unfollow(request: HttpRequest, username: str) -> HttpResponse:
     followee, response = _signed_in_user_named(request, username)
@@ -333,6 +367,7 @@ def unfollow(request: HttpRequest, username: str) -> HttpResponse:
     return redirect(_next_path(request, f"/@{followee.get_username()}"))
 
 
+@_database_outage_is_503
 @require_POST
 def post_delete_view(request: HttpRequest, username: str, post_id: int) -> HttpResponse:
     if not request.user.is_authenticated:

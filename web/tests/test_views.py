@@ -444,3 +444,20 @@ def test_the_post_box_and_follow_buttons_keep_the_apis_limits(signed_in, make_us
     assert [r.status_code for r in follows] == [302, 429]
     assert Post.objects.filter(author=ada).count() == 1
     assert Follow.objects.filter(follower=ada).count() == 1
+
+
+def test_a_database_outage_is_a_503_page_not_a_500(signed_in, monkeypatch):
+    from django.db.utils import OperationalError
+
+    client, _ = signed_in("ada")
+
+    def unreachable(**kwargs):
+        raise OperationalError("connection refused")
+
+    # Fault injection: the real outage is drilled in consumers/tests/test_reliability.py.
+    monkeypatch.setattr("web.views.timeline_page", unreachable)
+    response = client.get("/")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert "Unavailable for a moment" in response.content.decode()
