@@ -74,7 +74,7 @@ def _rate_take(scope: str, ident: str, *, closed: str | None = None) -> None:
 
 
 def _page(
-    request: HttpRequest, template: str, context: dict, *, status: int = 200, retry_after=None
+    request: HttpRequest, template: str, context: dict, *, status: int = 200, retry_after: float | None = None
 ) -> HttpResponse:
     response = render(request, f"web/{template}", context, status=status)
     if retry_after is not None:
