@@ -358,13 +358,17 @@ def test_who_to_follow_lists_the_most_followed_accounts_not_yet_followed(signed_
     Follow.objects.create(follower=fans[0], followee=popular)
     Follow.objects.create(follower=fans[0], followee=ada)
     Follow.objects.create(follower=ada, followee=known)
+    gone = make_user("gone", is_active=False)
+    Follow.objects.create(follower=fans[1], followee=gone)
 
     html = client.get("/").content.decode()
     section = html[html.index("Who to follow") :]
 
     assert section.index("@star") < section.index("@popular")
+    assert "3 followers" in section
     assert "@known" not in section
     assert "@ada" not in section
+    assert "@gone" not in section
 
 
 def test_new_posts_since_the_page_loaded_are_counted(signed_in, make_user):
