@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from consumers.models import AppliedOffset
-from core import metrics
+from core import metrics, sql
 from eventbus.topics import kafka_config, topic_id_lookup
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ MARK_FETCHED = (
     ") "
     "SELECT topic, partition, next_offset, fetched_offset, topic_id FROM stored"
 )
-UNFLUSHED = "WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL"
+UNFLUSHED = f"WHERE {sql.UNFLUSHED}"
 STORE_APPLIED = (
     f"INSERT INTO {TABLE} "
     "(consumer_group, topic, partition, next_offset, fetched_offset, topic_id, updated_at) "
