@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from core import sql
 from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.models import OutboxMessage
@@ -299,3 +300,17 @@ def test_a_producer_fenced_by_a_long_broker_freeze_is_replaced(own_broker, setti
 
     wait_for(lambda: publishes(settings), timeout=60, interval=0.5, what="a publish to succeed again")
     assert "Kafka producer unusable" in caplog.text, "the freeze did not fence the producer"
+
+
+@pytest.mark.broker
+@pytest.mark.own_relay
+def test_the_relay_marks_a_batch_sent_without_waiting_for_the_wal_flush(make_user):
+    Post.objects.create(author=make_user(), content="x")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert relay().run_once().published == 1
+
+    # A mark lost to a crash of PostgreSQL only publishes the row again, which consumers
+    # ignore; waiting for the disk on every batch would slow every event down.
+    [locked] = [q["sql"] for q in queries if "pg_try_advisory_xact_lock" in q["sql"]]
+    assert sql.UNFLUSHED in locked
