@@ -7,14 +7,17 @@ handlers returned:
 - ``record``, inside the batch's transaction: the users whose cached pages went stale, in
   a StalePages row, so that a crash before Redis took them leaves them to the next worker;
 - ``committed``, after that transaction committed: invalidate the pages and forget the
-  rows, note the feeds that grew for trimming, observe the post-to-feed latency;
-- ``tick``, on every loop iteration: trim grown feeds, a step at a time;
+  rows, note the feeds that grew beyond what they can hold for trimming, observe the
+  post-to-feed latency;
+- ``tick``, on every loop iteration: trim those feeds, a step at a time;
 - ``recover``, when a worker starts: invalidate what a crashed one left stale.
 """
 
 import logging
 import time
+from collections import Counter
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.db.utils import InterfaceError, OperationalError
 from django.utils import timezone
@@ -22,7 +25,7 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from feeds.cache import pages_invalidate
-from feeds.services import FeedChanges, feeds_trim
+from feeds.services import FeedChanges, feeds_trim_measured
 from feeds.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,12 @@ class FeedEffects:
         self._untrimmed: set[int] = set()
         self._trimming: list[int] = []
         self._trimmed_at = time.monotonic()
+        # Feeds' sizes as last trimmed, plus what this worker added since: a feed is trimmed
+        # again only once it may hold more than FEED_MAX_ENTRIES. (Counting a small feed
+        # costs as much as trimming it, and most feeds are far below the bound.) Other
+        # workers add to the same feeds unseen, so what is known expires.
+        self._sizes: dict[int, int] = {}
+        self._sizes_since = time.monotonic()
 
     def changes(self) -> FeedChanges:
         """Nothing changed yet: what a batch's handlers' changes are merged into."""
@@ -80,10 +89,25 @@ class FeedEffects:
         if self._stale_rows:
             stale_pages_forget(ids=self._stale_rows)
             self._stale_rows = []
-        self._untrimmed |= changes.grown
+        self._note_growth(changes.grown)
         for occurred_at in changes.posted_at:
             latency = (committed_at - occurred_at).total_seconds()
             metrics.POST_TO_FEED_LATENCY.observe(max(latency, 0.0))
+
+    # Seconds a feed's known size is trusted: it bounds by how much the feeds of several
+    # workers may exceed FEED_MAX_ENTRIES between their trims.
+    SIZES_KEPT_SECONDS = 60.0
+
+    def _note_growth(self, grown: Counter[int]) -> None:
+        if time.monotonic() - self._sizes_since >= self.SIZES_KEPT_SECONDS:
+            self._sizes, self._sizes_since = {}, time.monotonic()
+        bound = settings.FEED_MAX_ENTRIES
+        for user_id, rows in grown.items():
+            size = self._sizes.pop(user_id, None)
+            if size is not None and size + rows <= bound:
+                self._sizes[user_id] = size + rows
+            else:
+                self._untrimmed.add(user_id)
 
     def tick(self) -> None:
         """Trim the grown feeds, once a round is due or while one is under way."""
@@ -104,12 +128,13 @@ class FeedEffects:
         users, self._trimming = self._trimming[:TRIM_STEP], self._trimming[TRIM_STEP:]
         started = time.monotonic()
         try:
-            deleted = feeds_trim(user_ids=users)
+            deleted, sizes = feeds_trim_measured(user_ids=users)
         except TRANSIENT_ERRORS as exc:
             logger.warning("feed trim failed (%s: %s); will retry", type(exc).__name__, exc)
             self._untrimmed.update(users)
             close_old_connections()
             return
+        self._sizes.update(sizes)
         metrics.FEED_TRIMMED.inc(deleted)
         logger.info(
             "feeds trimmed",

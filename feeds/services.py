@@ -11,7 +11,7 @@ follows, so it locks the feed's owner instead, and an unfollow waits for that lo
 """
 
 import datetime
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,8 +38,9 @@ class FeedChanges:
     rows: int = 0
     # Cached pages of these users are stale.
     changed: set[int] = field(default_factory=set)
-    # These feeds gained entries and may need trimming to FEED_MAX_ENTRIES.
-    grown: set[int] = field(default_factory=set)
+    # These feeds gained entries, at most this many each, and may need trimming to
+    # FEED_MAX_ENTRIES.
+    grown: Counter[int] = field(default_factory=Counter)
     # When the posts fanned out were created (their events' occurred_at), for the
     # post-to-feed latency.
     posted_at: list[datetime.datetime] = field(default_factory=list)
@@ -47,7 +48,7 @@ class FeedChanges:
     def __ior__(self, other: "FeedChanges") -> "FeedChanges":
         self.rows += other.rows
         self.changed |= other.changed
-        self.grown |= other.grown
+        self.grown.update(other.grown)
         self.posted_at += other.posted_at
         return self
 
@@ -213,7 +214,7 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
             # Cut short by the limit (with a zero limit, nothing is copied).
             floor = copied[-1] if copied else newest[0] + 1
         floors.append((follower, followee, floor))
-        changes.grown.add(follower)
+        changes.grown[follower] += len(copied)
     FeedEntry.objects.bulk_create(rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
     if floors:
         followers, followees, values = zip(*floors, strict=True)
@@ -257,22 +258,46 @@ def feeds_trim(*, user_ids: Iterable[int]) -> int:
     Older posts stay reachable: reads continue past the stored entries by pulling from
     the followed authors' posts.
     """
+    return feeds_trim_measured(user_ids=user_ids)[0]
+
+
+def feeds_trim_measured(*, user_ids: Iterable[int]) -> tuple[int, dict[int, int]]:
+    """feeds_trim, which also returns each feed's size once trimmed.
+
+    A feed's size is counted up to the bound (one short index scan, which finding where to
+    cut takes anyway); only feeds above it are cut.
+    """
     user_ids = sorted(set(user_ids))
     deleted = 0
+    sizes: dict[int, int] = {}
     table = FeedEntry._meta.db_table
     for start in range(0, len(user_ids), TRIM_BATCH_SIZE):
         with connection.cursor() as cursor:
             cursor.execute(
-                f"DELETE FROM {table} AS f USING ("
+                "WITH sizes AS ("
                 "  SELECT u.id AS user_id, ("
-                f"    SELECT e.post_id FROM {table} AS e WHERE e.user_id = u.id"
-                "     ORDER BY e.post_id DESC OFFSET %s LIMIT 1"
-                "  ) AS cutoff FROM unnest(%s::bigint[]) AS u (id)"
-                ") AS c WHERE f.user_id = c.user_id AND f.post_id <= c.cutoff",
-                [settings.FEED_MAX_ENTRIES, user_ids[start : start + TRIM_BATCH_SIZE]],
+                f"    SELECT count(*) FROM (SELECT 1 FROM {table} AS e WHERE e.user_id = u.id"
+                "     LIMIT %(over)s) AS x"
+                "  ) AS size FROM unnest(%(users)s::bigint[]) AS u (id)"
+                "), cutoffs AS ("
+                "  SELECT s.user_id, ("
+                f"    SELECT e.post_id FROM {table} AS e WHERE e.user_id = s.user_id"
+                "     ORDER BY e.post_id DESC OFFSET %(max)s LIMIT 1"
+                "  ) AS cutoff FROM sizes AS s WHERE s.size > %(max)s"
+                "), deleted AS ("
+                f"  DELETE FROM {table} AS f USING cutoffs AS c"
+                "   WHERE f.user_id = c.user_id AND f.post_id <= c.cutoff RETURNING 1"
+                ") SELECT s.user_id, LEAST(s.size, %(max)s), (SELECT count(*) FROM deleted) FROM sizes AS s",
+                {
+                    "max": settings.FEED_MAX_ENTRIES,
+                    "over": settings.FEED_MAX_ENTRIES + 1,
+                    "users": user_ids[start : start + TRIM_BATCH_SIZE],
+                },
             )
-            deleted += cursor.rowcount
-    return deleted
+            rows = cursor.fetchall()
+        sizes.update((user_id, size) for user_id, size, _ in rows)
+        deleted += rows[0][2] if rows else 0
+    return deleted, sizes
 
 
 # The entries a feed should hold: the newest FEED_MAX_ENTRIES posts of its owner and of

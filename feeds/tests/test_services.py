@@ -127,7 +127,7 @@ def test_backfill_copies_the_newest_posts_of_a_new_followee(make_user, settings)
 
     assert feed_pairs() == {(fan.pk, p.pk) for p in posts[-3:]}
     assert changes.rows == 3
-    assert changes.grown == {fan.pk}
+    assert changes.grown == {fan.pk: 3}
     # Again: nothing new.
     feed_backfill(follows=[(fan.pk, author.pk)])
     assert len(feed_pairs()) == 3
@@ -192,7 +192,7 @@ def test_an_author_above_the_follower_limit_is_pulled_not_fanned_out(make_user, 
     assert set(PulledAuthor.objects.values_list("user_id", flat=True)) == {star.pk}
     # Every follower's cached page must be refreshed, though no row was written for them.
     assert changes.changed == {star.pk, small.pk, *(f.pk for f in fans)}
-    assert changes.grown == {small.pk, fans[0].pk}
+    assert changes.grown == {small.pk: 1, fans[0].pk: 1}
 
 
 def test_trim_keeps_the_newest_entries_of_each_feed(make_user, settings):
