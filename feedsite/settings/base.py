@@ -136,10 +136,13 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/feeds"),
 }
+# Django's PostgreSQL backend, whose per-request health check of a reused connection asks
+# the socket instead of running SELECT 1 (core.db.health).
+DATABASES["default"]["ENGINE"] = "core.db.postgresql"
 # Count and time every query in Prometheus (django_db_* metrics); it wraps each query, a
 # few percent of a post's CPU, and no dashboard or alert reads them. Default: false.
 if env.bool("DATABASE_QUERY_METRICS", default=False):
-    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    DATABASES["default"]["ENGINE"] = "core.db.postgresql_metrics"
 # Seconds a database connection is kept open between requests. Default: 60.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
