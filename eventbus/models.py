@@ -5,9 +5,9 @@ from django.utils import timezone
 class OutboxMessage(models.Model):
     """A message written in the same transaction as the change it announces.
 
-    The API publishes it right after the commit; the relay (``run_outbox_relay``)
-    publishes any row whose delivery the broker has not confirmed. ``sent_at`` is set only
-    from a delivery report, and sent rows are pruned later.
+    The relay (``run_outbox_relay``) publishes it once the transaction has committed.
+    ``sent_at`` is set only from a delivery report, and sent rows are pruned later.
+    ``eventbus.outbox.outbox_enqueue`` writes the rows.
     """
 
     topic = models.CharField(max_length=255)

@@ -57,6 +57,25 @@ def test_a_post_and_its_outbox_row_commit_together_and_the_relay_publishes_it(ma
     assert json.loads(message.value())["payload"] == event["payload"]
 
 
+def test_a_post_is_two_inserts_and_its_outbox_row_reads_nothing_back(make_user):
+    ada = make_user()
+
+    with CaptureQueriesContext(connection) as queries:
+        post = post_create(author=ada, content="hi")
+
+    begin, post_insert, outbox_insert, commit = (q["sql"] for q in queries)
+    assert (begin, commit) == ("BEGIN", "COMMIT")
+    assert post_insert.startswith(f'INSERT INTO "{Post._meta.db_table}"')
+    assert outbox_insert.startswith(f'INSERT INTO "{OutboxMessage._meta.db_table}"')
+    assert "RETURNING" not in outbox_insert
+    [row] = OutboxMessage.objects.all()
+    event = json.loads(bytes(row.value))
+    assert event["payload"] == {"post_id": post.pk, "author_id": ada.pk}
+    assert row.headers == [["event_type", "post.created"], ["event_id", event["event_id"]]]
+    assert (row.topic, row.key, row.sent_at) == (django_settings.FEED_EVENTS_TOPIC, str(ada.pk), None)
+    assert timezone.now() - row.created_at < datetime.timedelta(minutes=1)
+
+
 def test_creating_a_post_does_no_producer_work(make_user, client_for):
     response = client_for(make_user()).post("/posts", {"content": "hi"}, format="json")
 
