@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -149,6 +150,14 @@ def make_user(db) -> Callable[..., User]:
         return User.objects.create_user(username=username, password="pw-Secret-123", **extra)
 
     return make
+
+
+@pytest.fixture
+def staff_client(make_user) -> Client:
+    """A Django test client signed in to the admin as a superuser."""
+    client = Client()
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    return client
 
 
 @pytest.fixture

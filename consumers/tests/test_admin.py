@@ -19,13 +19,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff_client(make_user):
-    client = Client()
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
-
-
-@pytest.fixture
 def dead_letter(settings):
     return DeadLetter.objects.create(
         topic=settings.FEED_EVENTS_TOPIC,

@@ -1,20 +1,12 @@
 """The outbox's read-only admin pages."""
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from eventbus.models import OutboxMessage
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(make_user) -> Client:
-    client = Client()
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
 
 
 def test_outbox_messages_are_listed_and_shown_but_never_changed(staff_client, make_user):

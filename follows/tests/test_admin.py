@@ -1,19 +1,11 @@
 """The admin of accounts, tokens and follows."""
 
 import pytest
-from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from follows.models import Follow
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(make_user) -> Client:
-    client = Client()
-    client.force_login(make_user("operator", is_staff=True, is_superuser=True))
-    return client
 
 
 def test_users_are_listed_with_their_id_and_found_by_exact_id(staff_client, make_user):

@@ -1,18 +1,10 @@
 """The admin of posts."""
 
 import pytest
-from django.test import Client
 
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(make_user) -> Client:
-    client = Client()
-    client.force_login(make_user("operator", is_staff=True, is_superuser=True))
-    return client
 
 
 def test_posts_are_titled_and_linked_by_their_author(staff_client, make_user):
