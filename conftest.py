@@ -14,12 +14,15 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from consumers.models import DeadLetter
 from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.outbox import OutboxRelay, relay_loop
@@ -158,6 +161,28 @@ def staff_client(make_user) -> Client:
     client = Client()
     client.force_login(make_user(is_staff=True, is_superuser=True))
     return client
+
+
+@pytest.fixture
+def make_dead_letter(db) -> Callable[..., DeadLetter]:
+    """A pending dead letter of an undecodable message; ``fields`` override the defaults."""
+
+    def make(**fields: object) -> DeadLetter:
+        defaults = {
+            "topic": settings.FEED_EVENTS_TOPIC,
+            "partition": 0,
+            "offset": 7,
+            "key": b"1",
+            "value": b"\xffnot json",
+            "headers": [],
+            "error_class": "UndecodableEvent",
+            "error_message": "not valid JSON",
+            "consumer_group": settings.FANOUT_GROUP_ID,
+            "failed_at": timezone.now(),
+        }
+        return DeadLetter.objects.create(**(defaults | fields))
+
+    return make
 
 
 @pytest.fixture

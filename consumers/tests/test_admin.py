@@ -4,7 +4,6 @@ import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.test import Client
-from django.utils import timezone
 
 from consumers.models import DeadLetter
 from eventbus.models import OutboxMessage
@@ -19,19 +18,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def dead_letter(settings):
-    return DeadLetter.objects.create(
-        topic=settings.FEED_EVENTS_TOPIC,
-        partition=0,
-        offset=7,
-        key=b"1",
-        value=b"\xffnot json",
-        headers=[],
-        error_class="UndecodableEvent",
-        error_message="not valid JSON",
-        consumer_group=settings.FANOUT_GROUP_ID,
-        failed_at=timezone.now(),
-    )
+def dead_letter(make_dead_letter):
+    return make_dead_letter()
 
 
 def test_admin_needs_staff_login(make_user):

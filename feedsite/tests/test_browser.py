@@ -5,7 +5,6 @@ import re
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from consumers.models import DeadLetter
@@ -32,21 +31,6 @@ def staff_with(make_user, username: str, *codenames: str):
     for codename in codenames:
         user.user_permissions.add(Permission.objects.get(codename=codename))
     return user
-
-
-def make_dead_letter() -> DeadLetter:
-    return DeadLetter.objects.create(
-        topic=settings.FEED_EVENTS_TOPIC,
-        partition=0,
-        offset=7,
-        key=b"1",
-        value=b"\xffnot json",
-        headers=[["event_type", "post.created"]],
-        error_class="UndecodableEvent",
-        error_message="not valid JSON",
-        consumer_group=settings.FANOUT_GROUP_ID,
-        failed_at=timezone.now(),
-    )
 
 
 def test_a_staff_user_signs_in_to_the_admin(page: Page, browser_server: str, make_user) -> None:
@@ -88,10 +72,10 @@ def test_an_operator_finds_a_user_by_id_and_inspects_their_feed(
 
 
 def test_an_operator_with_the_permission_discards_a_dead_letter(
-    page: Page, browser_server: str, make_user
+    page: Page, browser_server: str, make_user, make_dead_letter
 ) -> None:
     staff_with(make_user, "discarder", "view_deadletter", "discard_deadletter")
-    dead_letter = make_dead_letter()
+    dead_letter = make_dead_letter(headers=[["event_type", "post.created"]])
     log_in(page, browser_server, "discarder")
 
     page.goto(f"{browser_server}/admin/consumers/deadletter/{dead_letter.pk}/change/")
@@ -108,10 +92,10 @@ def test_an_operator_with_the_permission_discards_a_dead_letter(
 
 @pytest.mark.broker
 def test_an_operator_with_the_permission_replays_a_dead_letter(
-    page: Page, browser_server: str, make_user
+    page: Page, browser_server: str, make_user, make_dead_letter
 ) -> None:
     staff_with(make_user, "replayer", "view_deadletter", "replay_deadletter")
-    dead_letter = make_dead_letter()
+    dead_letter = make_dead_letter(headers=[["event_type", "post.created"]])
     log_in(page, browser_server, "replayer")
 
     page.goto(f"{browser_server}/admin/consumers/deadletter/{dead_letter.pk}/change/")
@@ -126,10 +110,10 @@ def test_an_operator_with_the_permission_replays_a_dead_letter(
 
 
 def test_an_operator_without_the_permission_is_offered_nothing_and_refused(
-    page: Page, browser_server: str, make_user
+    page: Page, browser_server: str, make_user, make_dead_letter
 ) -> None:
     staff_with(make_user, "viewer", "view_deadletter")
-    dead_letter = make_dead_letter()
+    dead_letter = make_dead_letter(headers=[["event_type", "post.created"]])
     log_in(page, browser_server, "viewer")
 
     page.goto(f"{browser_server}/admin/consumers/deadletter/{dead_letter.pk}/change/")
