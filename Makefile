@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ENV_FILE := .env
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast lint venv clean
+.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast test-packages lint venv clean
 
 ## help: list the targets with what each does (what `make` alone does)
 help:
@@ -80,13 +80,17 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 
-## test: the whole suite against the real PostgreSQL, Redis and a dev broker
-test: $(STAMP)
+## test: the whole suite against the real PostgreSQL, Redis and a dev broker (installs the Debian packages it uses)
+test: $(STAMP) test-packages
 	$(VENV)/bin/pytest
 
 ## test-fast: only the unit tests (not marked broker, drill or browser): no broker, browser, worker or API processes
-test-fast: $(STAMP)
+test-fast: $(STAMP) test-packages
 	$(VENV)/bin/pytest -m "not broker and not drill and not browser"
+
+## test-packages: check the Debian packages the tests use (chromium, prometheus, wrk, curl); install them as root
+test-packages:
+	@scripts/system-packages.sh test
 
 ## lint: ruff's checks and formatting
 lint: $(STAMP)

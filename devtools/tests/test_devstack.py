@@ -3,8 +3,11 @@ creates, the single-process targets and make help."""
 
 import os
 import re
+import shutil
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +129,66 @@ def test_make_demo_prints_the_port_the_api_runs_on(monkeypatch):
     assert api_url_default() == "http://10.1.2.3:8123"
     monkeypatch.delitem(os.environ, "PORT")
     assert api_url_default() == "http://10.1.2.3:8000"
+
+
+# --- The Debian packages make test uses ---------------------------------------------------
+
+PACKAGES_SCRIPT = ROOT / "scripts" / "system-packages.sh"
+TEST_COMMANDS = ("chromium", "promtool", "wrk", "curl")
+
+
+def path_with(tmp_path, commands) -> str:
+    """A PATH holding what the script itself runs, plus stand-ins for ``commands``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "id"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    for command in commands:
+        (bin_dir / command).write_text("#!/bin/sh\n")
+        (bin_dir / command).chmod(0o755)
+    return str(bin_dir)
+
+
+def packages_check(path: str, *, as_nobody: bool = False) -> subprocess.CompletedProcess:
+    prefix = (
+        [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+    )
+    return subprocess.run(
+        [*prefix, shutil.which("bash"), str(PACKAGES_SCRIPT), "test"],
+        env={"PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_make_test_checks_the_debian_packages_before_any_test():
+    for target in ("test", "test-fast"):
+        commands = make("--dry-run", "--always-make", target).stdout.splitlines()
+
+        checks = [i for i, line in enumerate(commands) if "scripts/system-packages.sh test" in line]
+        pytests = [i for i, line in enumerate(commands) if line.startswith(".venv/bin/pytest")]
+        assert checks, commands
+        assert pytests, commands
+        assert checks[0] < pytests[0], commands
+
+
+def test_the_package_check_is_silent_when_everything_is_there(tmp_path):
+    result = packages_check(path_with(tmp_path, TEST_COMMANDS))
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_without_root_a_missing_package_stops_with_one_line_naming_it_and_its_install():
+    # A directory that the unprivileged user can read, unlike pytest's tmp_path.
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory).chmod(0o755)
+        result = packages_check(path_with(Path(directory), ("chromium", "curl")), as_nobody=True)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "make test needs the Debian packages prometheus wrk: "
+        "install them with sudo apt-get install -y prometheus wrk"
+    ]

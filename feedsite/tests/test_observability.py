@@ -140,7 +140,7 @@ def test_the_name_check_can_fail():
 
 
 # --- Checked by Prometheus's own tool ------------------------------------------------------
-# promtool is in Debian's prometheus package, which .ci/run installs when it is missing.
+# promtool is in Debian's prometheus package, which make test installs when it is missing.
 PROMTOOL = os.environ.get("PROMTOOL", "promtool")
 
 
