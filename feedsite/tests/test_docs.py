@@ -1,4 +1,4 @@
-"""The operator documentation: linked, complete and consistent with the settings."""
+"""The documentation (README.md and docs/): linked, complete and consistent with the code."""
 
 import re
 import tomllib
@@ -10,6 +10,7 @@ from feedsite.tests.test_compose import settings_env_names
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()
 ARCHITECTURE = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+DEVELOPMENT = (ROOT / "docs" / "DEVELOPMENT.md").read_text()
 
 
 def section(markdown: str, heading: str) -> str:
@@ -23,20 +24,6 @@ def slugs(markdown: str) -> set[str]:
     """GitHub's anchors of a document's headings."""
     headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
-
-
-def test_the_readme_links_the_operations_section_and_the_architecture():
-    assert "(#operating-it)" in README
-    assert "(docs/ARCHITECTURE.md)" in README
-    assert "operating-it" in slugs(README)
-
-
-def test_every_link_to_a_readme_section_resolves():
-    for document, text in (("README.md", README), ("ARCHITECTURE.md", ARCHITECTURE)):
-        anchors = set(re.findall(r"\(#([\w-]+)\)", text)) | set(re.findall(r"README\.md#([\w-]+)\)", text))
-        assert anchors, document
-        missing = anchors - slugs(README) if document == "ARCHITECTURE.md" else anchors - slugs(text)
-        assert not missing, f"{document} links to missing sections: {sorted(missing)}"
 
 
 def test_the_architecture_draws_each_path_as_mermaid():
@@ -76,16 +63,16 @@ def test_the_apps_diagram_draws_exactly_the_arrows_of_the_code():
 
 
 def test_the_code_layout_names_every_package():
-    layout = section(README, "### Code layout")
+    layout = section(DEVELOPMENT, "## Code layout")
     missing = {name for name in project_packages() if f"`{name}/`" not in layout}
-    assert not missing, f"the README's code layout does not name {sorted(missing)}"
+    assert not missing, f"the code layout in docs/DEVELOPMENT.md does not name {sorted(missing)}"
 
 
-def test_the_development_section_explains_make_test_fast_and_every_marker():
-    development = section(README, "## Development")
+def test_the_tests_section_explains_make_test_fast_and_every_marker():
+    tests = section(DEVELOPMENT, "## Tests")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     markers = [line.split(":", 1)[0] for line in pyproject["tool"]["pytest"]["ini_options"]["markers"]]
-    assert "make test-fast" in development
+    assert "make test-fast" in tests
     assert "## test-fast:" in (ROOT / "Makefile").read_text()
-    unexplained = [name for name in markers if f"`{name}`" not in development]
-    assert not unexplained, f"markers the Development section does not explain: {unexplained}"
+    unexplained = [name for name in markers if f"`{name}`" not in tests]
+    assert not unexplained, f"markers docs/DEVELOPMENT.md's Tests section does not explain: {unexplained}"
