@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The local settings file that manage.py and every target below read (README, Configuration).
+# The local settings file that manage.py and every target below read (docs/CONFIGURATION.md).
 ENV_FILE := .env
 
 .DEFAULT_GOAL := help

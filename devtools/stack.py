@@ -175,7 +175,7 @@ def devstack_env_file(*, path: Path = ENV_FILE, legacy_key: Path = LEGACY_SECRET
     kept = legacy_key.read_text().strip() if legacy_key.is_file() else ""
     lines = [
         "# Local settings, read by manage.py and every make target where the environment sets",
-        "# nothing (README.md, Configuration). Created by make; git-ignored; add your own lines.",
+        "# nothing (docs/CONFIGURATION.md). Created by make; git-ignored; add your own lines.",
         f"DJANGO_SECRET_KEY={kept or secrets.token_urlsafe(50)}",
         *(f"{name}={value}" for name, value in DEVSTACK_ENV.items() if name != "DJANGO_SETTINGS_MODULE"),
     ]

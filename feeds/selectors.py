@@ -71,12 +71,12 @@ def _followed_newest_ids(user_id: int, *, before: int, count: int) -> list[int]:
     """The newest ``count`` post ids below ``before`` of the user and the accounts they follow.
 
     One index scan per followee costs in proportion to the followees (20,000 took up to
-    0.9 s; README, Architecture). So with more than PULL_SCAN_FOLLOWEES, this first walks
-    the newest PULL_SCAN_ROWS posts below ``before`` by id, probing the follows index for
-    each post's author, and stops at ``count`` hits. When the followees post often enough
-    to fill the page there, the usual case with many followees, the cost does not depend
-    on their number. Followees too quiet for that fall back to the scan per followee,
-    which FOLLOW_LIMIT bounds.
+    0.9 s; docs/ARCHITECTURE.md, Bounded storage, endless history). So with more than
+    PULL_SCAN_FOLLOWEES, this first walks the newest PULL_SCAN_ROWS posts below ``before``
+    by id, probing the follows index for each post's author, and stops at ``count`` hits.
+    When the followees post often enough to fill the page there, the usual case with many
+    followees, the cost does not depend on their number. Followees too quiet for that fall
+    back to the scan per followee, which FOLLOW_LIMIT bounds.
     """
     ids = _newest_ids_by([user_id], before=before, count=count)
     with connection.cursor() as cursor:

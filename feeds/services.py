@@ -100,10 +100,10 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     """Add each post to its author's and every follower's feed (fan-out on write).
 
     The rows are made and written by PostgreSQL in one ``INSERT ... SELECT ... ON
-    CONFLICT DO NOTHING`` joining posts to follows, so no row passes through Python (the
-    README's Fan-out section has the numbers: bulk_create spent 18 µs of Python per
-    row). Entries already present are left alone, so a replay writes nothing; the feeds
-    that did gain a row are the ones whose cached pages are stale.
+    CONFLICT DO NOTHING`` joining posts to follows, so no row passes through Python
+    (docs/ARCHITECTURE.md, The fan-out batch, has the numbers: bulk_create spent 18 µs of
+    Python per row). Entries already present are left alone, so a replay writes nothing;
+    the feeds that did gain a row are the ones whose cached pages are stale.
 
     An author with more than FANOUT_FOLLOWER_LIMIT followers gets no rows at all: they are
     marked as pulled, their followers' feeds merge their posts at read time, and only

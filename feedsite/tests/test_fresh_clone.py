@@ -1,6 +1,7 @@
-"""The README's commands, as written, on a fresh copy of the repository, as CI's fresh clone
-sees them: the files git would check out (tracked ones as they are in the working tree, and
-new ones git does not ignore), without .env, .run, staticfiles or caches.
+"""The commands of the README and docs/OPERATING.md, as written, on a fresh copy of the
+repository, as CI's fresh clone sees them: the files git would check out (tracked ones as
+they are in the working tree, and new ones git does not ignore), without .env, .run,
+staticfiles or caches.
 
 The copy shares this virtualenv through a symlink (``.venv``) instead of installing
 requirements-dev.txt again, which would need the network and minutes; CI's own fresh clone
@@ -32,11 +33,13 @@ from confluent_kafka import Producer
 from django.conf import settings
 from psycopg import sql
 
+from feedsite.tests.test_docs import section
 from tests.helpers import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
 README = (ROOT / "README.md").read_text()
+OPERATING = (ROOT / "docs" / "OPERATING.md").read_text()
 # Seconds one command may take (make migrate on an empty database is the slowest).
 COMMAND_TIMEOUT = 180
 
@@ -205,6 +208,12 @@ def first_session() -> list[tuple[str, str | None]]:
     return steps
 
 
+def shown_commands(markdown: str, heading: str) -> list[str]:
+    """The commands of the first ``sh`` block under ``heading``, without their comments."""
+    block = section(markdown, heading).split("```sh\n", 1)[1].split("```", 1)[0]
+    return [re.sub(r"\s+# .*$", "", line) for line in block.splitlines() if line.strip()]
+
+
 def test_make_alone_lists_every_target(clone):
     listed = clone.run("make")
 
@@ -215,8 +224,9 @@ def test_make_alone_lists_every_target(clone):
 
 
 def test_a_newcomer_follows_the_readme_from_make_run_to_the_admin(clone):
-    """make run, then the README's commands in order: the first session, demo data,
-    rebuilding feeds, dead letters, a superuser for the admin and manage.py shell."""
+    """make run, then the documented commands in order: the README's first session, and
+    OPERATING.md's demo data, rebuilding feeds, dead letters, a superuser for the admin and
+    manage.py shell."""
     stack = clone.start("make run", "run")
     try:
         wait_for(lambda: ready(stack, f"{clone.api}/readyz", clone.log("run")), timeout=150, what="make run")
@@ -264,12 +274,19 @@ def readme_walk(clone: Clone) -> None:
     assert f"{clone.api}/feeds/" in feed_command, "the printed commands use the API's real port"
     assert json.loads(clone.run(feed_command))["results"]
 
-    clone.run("make rebuild-feeds")
-    clone.run('make rebuild-feeds REBUILD_ARGS="--user 42 43"')
-    clone.run('make rebuild-feeds REBUILD_ARGS="--all --dry-run"')
-    clone.run('make rebuild-feeds REBUILD_ARGS="--all --concurrency 4 --batch-size 500"')
+    rebuilds = shown_commands(OPERATING, "## Rebuilding feeds")
+    assert {
+        "make rebuild-feeds",
+        'make rebuild-feeds REBUILD_ARGS="--user 42 43"',
+        'make rebuild-feeds REBUILD_ARGS="--all --dry-run"',
+        'make rebuild-feeds REBUILD_ARGS="--all --concurrency 4 --batch-size 500"',
+    } <= set(rebuilds)
+    for command in rebuilds:
+        assert command.startswith("make rebuild-feeds"), command
+        clone.run(command)
 
-    # Five messages the worker cannot decode become dead letters 1 to 5, for the README's ids.
+    # Five messages the worker cannot decode become dead letters 1 to 5, for the ids the
+    # operating guide's examples use.
     producer = Producer({"bootstrap.servers": clone.env["KAFKA_BOOTSTRAP_SERVERS"]})
     for n in range(5):
         producer.produce(clone.env["FEED_EVENTS_TOPIC"], key=b"poison", value=f"not json {n}".encode())
@@ -280,14 +297,26 @@ def readme_walk(clone: Clone) -> None:
         interval=0.5,
         what="five pending dead letters",
     )
-    assert "not json" in clone.run('make dlq ARGS="show 3"')
-    clone.run('make dlq ARGS="replay 3 4"')
-    clone.run('make dlq ARGS="replay --all"')
-    clone.run('make dlq ARGS="discard 5"')
-    assert re.search(r"^3\t", clone.run('make dlq ARGS="list --status replayed"'), flags=re.MULTILINE)
+    # Every example shown is run, in the order shown; some must print what the guide says.
+    examples = shown_commands(OPERATING, "## Dead letters")
+    assert examples[0] == "make dlq"
+    assert {
+        'make dlq ARGS="show 3"',
+        'make dlq ARGS="replay 3 4"',
+        'make dlq ARGS="replay --all"',
+        'make dlq ARGS="discard 5"',
+        'make dlq ARGS="list --status replayed"',
+    } <= set(examples)
+    printed = {}
+    for command in examples:
+        assert command.startswith("make dlq"), command
+        printed[command] = clone.run(command)
+    assert "not json" in printed['make dlq ARGS="show 3"']
+    assert re.search(r"^3\t", printed['make dlq ARGS="list --status replayed"'], flags=re.MULTILINE)
 
+    [createsuperuser] = set(re.findall(r"`(\.venv/bin/python manage\.py createsuperuser)`", OPERATING))
     clone.run(
-        ".venv/bin/python manage.py createsuperuser --noinput",
+        f"{createsuperuser} --noinput",
         DJANGO_SUPERUSER_USERNAME="admin",
         DJANGO_SUPERUSER_EMAIL="admin@example.com",
         DJANGO_SUPERUSER_PASSWORD="an-admin-passphrase",
