@@ -1,16 +1,18 @@
 """Messages the fan-out worker fetched but has not applied yet, kept for its next batch.
 
-A retry waits while still polling (so that the group keeps the worker), and a rebalance
-meanwhile can hand out more partitions whose messages that poll returns; a stop during a
-retry holds the batch it was retrying. Both are applied first in the next batch, so that
-no Kafka offset is committed past them.
+A retry waits while still polling (so that the group keeps the worker), with every owned
+partition paused (``consumers.assignment``); a stop during a retry holds the batch it was
+retrying. Kept messages are applied first in the next batch, so that no Kafka offset is
+committed past them.
 """
 
 import logging
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.assignment import Assignment
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +20,8 @@ logger = logging.getLogger(__name__)
 class KeptMessages:
     """The messages kept for the next batch of one consumer."""
 
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
+    def __init__(self, assignment: Assignment) -> None:
+        self.assignment = assignment
         self._messages: list[Message] = []
 
     def keep(self, messages: Sequence[Message]) -> None:
@@ -30,33 +32,30 @@ class KeptMessages:
         """The kept messages of partitions still owned (a revoked one is another's now)."""
         if not self._messages:
             return []
-        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        owned = self.assignment.owned()
         kept, self._messages = self._messages, []
         return [m for m in kept if (m.topic(), m.partition()) in owned]
 
     def wait(self, seconds: float, *, stopping: Callable[[], bool]) -> None:
         """Sleep while still polling, so that the group does not evict this member.
 
-        The assigned partitions are paused, but a rebalance meanwhile can assign more, and
-        poll then returns their messages: each is kept for the next batch, and its
-        partition paused until the wait ends. Pausing drops what was fetched ahead, and
-        resuming fetches again from the message after the last one returned, so nothing
-        is skipped.
+        Every owned partition is paused for the wait, and so is one assigned meanwhile;
+        pausing drops what was fetched ahead, and resuming fetches again from the message
+        after the last one returned, so nothing is skipped. Should poll still return a
+        message, it is kept for the next batch and its partition paused.
         """
-        self.consumer.pause(self.consumer.assignment())
+        consumer = self.assignment.consumer
         deadline = time.monotonic() + seconds
-        try:
+        with self.assignment.all_paused():
             while not stopping() and (left := deadline - time.monotonic()) > 0:
-                message = self.consumer.poll(min(left, 0.5))
+                message = consumer.poll(min(left, 0.5))
                 if message is not None and message_ok(message):
                     self._messages.append(message)
-                    self.consumer.pause([TopicPartition(message.topic(), message.partition())])
+                    self.assignment.pause([TopicPartition(message.topic(), message.partition())])
                     logger.info(
                         "kept a message fetched while waiting; pausing its partition",
                         extra={"partition": message.partition(), "offset": message.offset()},
                     )
-        finally:
-            self.consumer.resume(self.consumer.assignment())
 
 
 def in_order(messages: Sequence[Message]) -> list[Message]:

@@ -19,17 +19,18 @@ import socket
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
+from consumers.assignment import Assignment
 from consumers.breaker import DeadLetterBreaker
 from consumers.deadletters import dead_letters_publish, dead_letters_publish_pending, dead_letters_record
 from consumers.effects import BatchEffects, Changes
 from consumers.isolation import TRANSIENT_ERRORS, events_decode, events_handle
 from consumers.kept import KeptMessages, in_order, message_ok
 from consumers.models import DeadLetter
-from consumers.offsets import AppliedOffsets, Partition, next_offsets
+from consumers.offsets import AppliedOffsets, next_offsets, offset_ranges
 from core import metrics
 from core.logcontext import log_context
 from eventbus.topics import Topic, kafka_config
@@ -75,6 +76,7 @@ class FanoutWorker:
         effects: BatchEffects,
         max_retries: int = 3,
         breaker: DeadLetterBreaker | None = None,
+        stall_seconds: float = 60.0,
     ) -> None:
         self.consumer = consumer
         self.group_id = group_id
@@ -85,8 +87,9 @@ class FanoutWorker:
         self.breaker = breaker or DeadLetterBreaker(max_ratio=1.0, window=1)
         self.offsets = AppliedOffsets(group_id=group_id)
         self._stopping = False
+        self.assignment = Assignment(consumer, stall_seconds=stall_seconds)
         # Fetched but not yet applied: applied first in the next batch.
-        self.kept = KeptMessages(consumer)
+        self.kept = KeptMessages(self.assignment)
         self._lag_refreshed = 0.0
         # Committed but not yet on the DLQ topic: a retry skips the applied messages, so
         # it would otherwise never publish them. Their rows cover a crash (see _recover).
@@ -96,36 +99,10 @@ class FanoutWorker:
     def subscribe(self) -> None:
         self.consumer.subscribe(
             [Topic.FEED_EVENTS.topic_name],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_assign=self.assignment.on_assign,
+            on_revoke=self.assignment.on_revoke,
+            on_lost=self.assignment.on_revoke,
         )
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Rebalance callback (cooperative: ``partitions`` are the ones added)."""
-        consumer.incremental_assign(partitions)
-        self._assignment_changed("assigned", partitions)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Rebalance callback for partitions revoked or lost."""
-        consumer.incremental_unassign(partitions)
-        self._assignment_changed("revoked", partitions)
-
-    def _assignment_changed(self, change: str, partitions: list[TopicPartition]) -> None:
-        try:
-            owned = self._owned()
-        except KafkaException:
-            # close() revokes through this callback while the consumer is being destroyed,
-            # when librdkafka may no longer answer: nothing is owned any more.
-            owned = set()
-        metrics.FANOUT_ASSIGNED_PARTITIONS.set(len(owned))
-        if partitions:
-            logger.info(
-                "partitions %s: %s; now owns %s",
-                change,
-                sorted(tp.partition for tp in partitions),
-                sorted(p for _, p in owned),
-            )
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -154,7 +131,8 @@ class FanoutWorker:
             self._apply_with_retry(messages)
         self.effects.tick()
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
-            self._observe_lag()
+            self._lag_refreshed = time.monotonic()
+            self.assignment.observe()
         return len(messages)
 
     def _consume(self) -> list[Message]:
@@ -173,7 +151,9 @@ class FanoutWorker:
             if not more:
                 break
             messages += more
-        return [m for m in messages if message_ok(m)]
+        messages = [m for m in messages if message_ok(m)]
+        self.assignment.fetched(messages)
+        return messages
 
     def _recover(self) -> None:
         """Flush what a worker that died left behind: the effects' and unpublished dead letters.
@@ -215,11 +195,11 @@ class FanoutWorker:
                 self.kept.keep(messages)
                 return
             # A rebalance while waiting may have given some partitions to another worker.
-            owned = self._owned()
+            owned = self.assignment.owned()
             messages = [m for m in messages if (m.topic(), m.partition()) in owned]
 
     def _apply(self, messages: Sequence[Message]) -> None:
-        batch = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in _ranges(messages).items())
+        batch = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in offset_ranges(messages).items())
         with log_context(batch=batch, batch_size=len(messages)):
             self._apply_batch(messages)
 
@@ -273,33 +253,11 @@ class FanoutWorker:
             dead_letters_publish(dead_letters=self._unpublished)
             self._unpublished = []
 
-    def _owned(self) -> set[Partition]:
-        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-
     def _commit(self, messages: Sequence[Message]) -> None:
         """Commit Kafka offsets, only for partitions this worker still owns."""
-        owned = self._owned()
+        owned = self.assignment.owned()
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(messages).items() if (t, p) in owned]
         if len(offsets) < len({(m.topic(), m.partition()) for m in messages}):
             logger.info("not committing offsets of partitions revoked during the batch")
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
-
-    def _observe_lag(self) -> None:
-        self._lag_refreshed = time.monotonic()
-        try:
-            assignment = self.consumer.assignment()
-            for tp in self.consumer.position(assignment):
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
-        except KafkaException as exc:
-            logger.debug("lag not observed: %s", exc)
-
-
-def _ranges(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
-    ranges: dict[int, tuple[int, int]] = {}
-    for m in messages:
-        lo, hi = ranges.get(m.partition(), (m.offset(), m.offset()))
-        ranges[m.partition()] = (min(lo, m.offset()), max(hi, m.offset()))
-    return ranges

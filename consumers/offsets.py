@@ -194,3 +194,12 @@ class AppliedOffsets:
                 )
             self._topic_ids[topic] = topic_id
         return self._topic_ids[topic]
+
+
+def offset_ranges(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
+    """The lowest and highest offset of ``messages`` per partition."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for m in messages:
+        lo, hi = ranges.get(m.partition(), (m.offset(), m.offset()))
+        ranges[m.partition()] = (min(lo, m.offset()), max(hi, m.offset()))
+    return ranges

@@ -66,6 +66,13 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     multiprocess_mode="max",
 )
+FANOUT_PARTITION_STALLED = Gauge(
+    "feed_fanout_partition_stalled_seconds",
+    "Seconds an owned partition with messages left has handed out none, once past "
+    "FANOUT_STALL_SECONDS and while not paused on purpose (else 0).",
+    ["topic", "partition"],
+    multiprocess_mode="max",
+)
 FANOUT_ASSIGNED_PARTITIONS = Gauge(
     "feed_fanout_assigned_partitions",
     "Partitions of the feed events topic this worker owns now.",

@@ -738,7 +738,7 @@ def test_a_rebalance_callback_during_close_does_not_raise(settings):
         effects=FeedEffects(),
     )
     try:
-        worker._on_revoke(consumer, [])
+        worker.assignment.on_revoke(consumer, [])
     finally:
         Consumer.close(consumer)
 

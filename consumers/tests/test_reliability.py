@@ -346,8 +346,72 @@ def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, sett
             assert_exact(graph)
             assert stays.poll() is None, "the worker died instead of waiting"
             # The drill reached the case it is about.
-            assert "kept a message fetched while waiting" in (tmp_path / "stays.log").read_text()
+            assert "assigned during a retry wait are paused" in (tmp_path / "stays.log").read_text()
         finally:
             stop_process(leaves)
             if stays is not None:
                 stop_process(stays)
+
+
+def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_again(kafka, settings, tmp_path):
+    """A worker waiting out its database outage loses partitions to a worker that joins; the
+    outage ends, the other worker leaves, and the partitions come back to the first: every
+    event on them, before and after, is applied (librdkafka keeps a partition's pause
+    across its revocation and re-assignment, so the wait must not leave one paused)."""
+    graph = Graph(authors=30, fans=10, posts=60)
+    first_round, second_round = graph.posts[:30], graph.posts[30:]
+    db = settings.DATABASES["default"]
+    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+    with TcpProxy((host, port)) as proxy:
+        waits_port, joins_port = free_port(), free_port()
+        waits_env = worker_env(kafka, FANOUT_METRICS_PORT=str(waits_port))
+        # Only this worker reaches PostgreSQL through the proxy.
+        waits_env["DATABASE_URL"] = waits_env["DATABASE_URL"].replace(
+            f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/"
+        )
+        waits = start_manage(["run_fanout"], waits_env, tmp_path / "waits.log")
+        joins = None
+        try:
+            wait_for(
+                lambda: owned(waits_port) == 3, timeout=60, what="the first worker to own every partition"
+            )
+
+            proxy.close()
+            graph.publish(settings.FEED_EVENTS_TOPIC, posts=first_round)
+            wait_for(
+                lambda: scrape(waits_port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
+                timeout=30,
+                what="the worker behind the proxy to wait for the database",
+            )
+            joins = start_manage(
+                ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(joins_port)), tmp_path / "joins.log"
+            )
+            wait_for(
+                lambda: owned(joins_port) >= 1 and owned(waits_port) <= 2,
+                timeout=60,
+                what="the joining worker to take partitions from the waiting one",
+            )
+
+            # The outage ends, the wait with it; then the other worker leaves and its
+            # partitions go back to the worker that waited.
+            proxy.open()
+            wait_for(
+                lambda: scrape(waits_port, "feed_fanout_batch_duration_seconds_count") > 0,
+                timeout=60,
+                what="the waiting worker to apply its batch",
+            )
+            joins.send_signal(signal.SIGTERM)
+            assert joins.wait(30) == 0
+            wait_for(lambda: owned(waits_port) == 3, timeout=60, what="the partitions to come back")
+            graph.publish(settings.FEED_EVENTS_TOPIC, posts=second_round)
+
+            try:
+                wait_for(lambda: feed_pairs() >= graph.expected, timeout=60, what="every post in every feed")
+            except pytest.fail.Exception:
+                missing = {post_id for _, post_id in graph.expected - feed_pairs()}
+                pytest.fail(f"{len(missing)} of {len(graph.posts)} posts never reached the feeds")
+            assert_exact(graph)
+        finally:
+            stop_process(waits)
+            if joins is not None:
+                stop_process(joins)

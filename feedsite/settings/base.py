@@ -222,6 +222,9 @@ FANOUT_MAX_RETRIES = env.int("FANOUT_MAX_RETRIES", default=3)
 FANOUT_DLQ_MAX_RATIO = env.float("FANOUT_DLQ_MAX_RATIO", default=0.5)
 # Messages in the breaker's window; it can trip only once a tenth of them were seen. Default: 200.
 FANOUT_DLQ_WINDOW = env.int("FANOUT_DLQ_WINDOW", default=200)
+# Seconds an owned partition with messages left may hand out none (unless paused for a retry
+# wait) before the worker logs it and feed_fanout_partition_stalled_seconds rises. Default: 60.
+FANOUT_STALL_SECONDS = env.int("FANOUT_STALL_SECONDS", default=60)
 # Seconds after SIGTERM before the worker gives up on a clean stop and exits 1. Default: 30.
 FANOUT_SHUTDOWN_TIMEOUT = env.int("FANOUT_SHUTDOWN_TIMEOUT", default=30)
 # Port on which run_fanout serves its Prometheus metrics (0 disables). Default: 9101.

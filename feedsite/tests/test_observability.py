@@ -93,6 +93,7 @@ def test_alert_rules_are_well_formed():
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == {
         "FanoutConsumerLagGrowing",
+        "FanoutPartitionStalled",
         "OutboxOldestRowTooOld",
         "DeadLettersAppearing",
         "FanoutBreakerTripped",

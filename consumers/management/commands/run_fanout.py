@@ -47,6 +47,7 @@ class Command(BaseCommand):
             batch_timeout=options["batch_ms"] / 1000,
             effects=FeedEffects(trim_interval=settings.FEED_TRIM_INTERVAL),
             max_retries=settings.FANOUT_MAX_RETRIES,
+            stall_seconds=settings.FANOUT_STALL_SECONDS,
             breaker=DeadLetterBreaker(
                 max_ratio=settings.FANOUT_DLQ_MAX_RATIO, window=settings.FANOUT_DLQ_WINDOW
             ),

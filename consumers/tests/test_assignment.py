@@ -1,0 +1,133 @@
+"""The worker's partitions against the real broker: what a pause survives, what the worker
+resumes, and the guard against an owned partition that is no longer fetched from."""
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import REGISTRY
+
+from consumers.assignment import Assignment
+from eventbus.topics import kafka_config
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def consumer(settings) -> Iterator[Consumer]:
+    consumer = Consumer(
+        kafka_config(
+            **{
+                "group.id": settings.FANOUT_GROUP_ID,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+    yield consumer
+    consumer.close()
+
+
+def publish(settings, partition: int, count: int) -> None:
+    producer = Producer(kafka_config())
+    for _ in range(count):
+        producer.produce(settings.FEED_EVENTS_TOPIC, value=b"{}", partition=partition)
+    assert producer.flush(10) == 0
+
+
+def fetch(consumer: Consumer, *, seconds: float) -> list:
+    """Every message the consumer hands out within ``seconds``."""
+    messages, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        messages += [m for m in consumer.consume(10, min(left, 0.2)) if m.error() is None]
+    return messages
+
+
+def stalled(settings, partition: int) -> float:
+    labels = {"topic": settings.FEED_EVENTS_TOPIC, "partition": str(partition)}
+    return REGISTRY.get_sample_value("feed_fanout_partition_stalled_seconds", labels) or 0.0
+
+
+def test_librdkafka_keeps_a_pause_across_unassign_and_assign(settings, consumer):
+    """The cause: a partition paused, revoked and assigned back hands out nothing."""
+    tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 0)
+    publish(settings, 0, 3)
+    consumer.incremental_assign([tp])
+    consumer.pause([tp])
+    consumer.incremental_unassign([tp])
+
+    consumer.incremental_assign([tp])
+
+    assert fetch(consumer, seconds=3) == []
+
+
+def test_a_partition_revoked_during_a_wait_is_fetched_from_once_assigned_back(settings, consumer):
+    tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 0)
+    publish(settings, 0, 3)
+    assignment = Assignment(consumer, stall_seconds=60)
+    assignment.on_assign(consumer, [tp])
+
+    with assignment.all_paused():
+        assignment.on_revoke(consumer, [tp])
+    assignment.on_assign(consumer, [TopicPartition(settings.FEED_EVENTS_TOPIC, 0)])
+
+    assert len(fetch(consumer, seconds=10)) == 3
+
+
+def test_a_partition_assigned_during_a_wait_is_paused_until_it_ends(settings, consumer):
+    publish(settings, 1, 2)
+    assignment = Assignment(consumer, stall_seconds=60)
+
+    with assignment.all_paused():
+        assignment.on_assign(consumer, [TopicPartition(settings.FEED_EVENTS_TOPIC, 1)])
+        during = fetch(consumer, seconds=2)
+    after = fetch(consumer, seconds=10)
+
+    assert during == []
+    assert len(after) == 2
+
+
+def test_a_partition_assigned_with_a_pause_left_from_before_is_resumed(settings, consumer):
+    tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 2)
+    publish(settings, 2, 2)
+    consumer.incremental_assign([tp])
+    consumer.pause([tp])
+    consumer.incremental_unassign([tp])
+
+    Assignment(consumer, stall_seconds=60).on_assign(consumer, [tp])
+
+    assert len(fetch(consumer, seconds=10)) == 2
+
+
+def test_an_owned_partition_not_fetched_from_with_messages_left_is_reported(settings, consumer, caplog):
+    stuck, quiet = (TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in (0, 1))
+    assignment = Assignment(consumer, stall_seconds=0)
+    assignment.on_assign(consumer, [stuck, quiet])
+    # A pause nobody asked for: the fault the guard is for.
+    consumer.pause([TopicPartition(settings.FEED_EVENTS_TOPIC, 0)])
+    publish(settings, 0, 4)
+
+    with caplog.at_level(logging.WARNING, logger="consumers.assignment"):
+        assignment.observe()
+
+    assert stalled(settings, 0) > 0
+    assert stalled(settings, 1) == 0, "a partition with nothing on it is idle, not stalled"
+    assert "partition 0 is owned but handed out no message" in caplog.text
+
+
+def test_partitions_paused_on_purpose_or_fetched_from_are_not_reported(settings, consumer):
+    tps = [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in (0, 1)]
+    assignment = Assignment(consumer, stall_seconds=0)
+    assignment.on_assign(consumer, tps)
+    publish(settings, 0, 2)
+    publish(settings, 1, 2)
+    with assignment.all_paused():
+        assignment.observe()
+        paused = stalled(settings, 0), stalled(settings, 1)
+    assignment.fetched(fetch(consumer, seconds=5))
+    assignment.observe()
+
+    assert paused == (0, 0)
+    assert (stalled(settings, 0), stalled(settings, 1)) == (0, 0)
