@@ -415,3 +415,45 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
             stop_process(waits)
             if joins is not None:
                 stop_process(joins)
+
+
+def test_three_workers_under_traffic_with_one_killed_and_one_joining_lose_nothing(kafka, settings, tmp_path):
+    """Posts keep arriving while one of three workers is SIGKILLed and a fourth joins: every
+    post reaches every follower once, and the partitions spread evenly again."""
+    graph = Graph(authors=30, fans=10, posts=3000)
+    ports = [free_port() for _ in range(4)]
+    workers = []
+
+    def start(index: int):
+        env = worker_env(kafka, FANOUT_METRICS_PORT=str(ports[index]))
+        workers.append(start_manage(["run_fanout"], env, tmp_path / f"worker{index}.log"))
+        return workers[-1]
+
+    try:
+        for index in range(3):
+            start(index)
+        wait_for(
+            lambda: [owned(port) for port in ports[:3]] == [1, 1, 1],
+            timeout=60,
+            what="three workers to own a partition each",
+        )
+        publisher = graph.publish_in_background(settings.FEED_EVENTS_TOPIC, per_second=150)
+        wait_for(lambda: FeedEntry.objects.count() > len(graph.expected) // 10, timeout=60, what="progress")
+        killed = workers[1]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        start(3)
+        wait_for(lambda: owned(ports[3]) >= 1, timeout=60, what="the fourth worker to join")
+        assert publisher.is_alive(), "the traffic ended before the kill and the join"
+        publisher.join(60)
+
+        assert_exact(graph)
+        live = [ports[0], ports[2], ports[3]]
+        wait_for(
+            lambda: [owned(port) for port in live] == [1, 1, 1],
+            timeout=int(settings.FANOUT_SESSION_TIMEOUT_MS) / 1000 * 2,
+            what="the partitions to spread evenly again",
+        )
+    finally:
+        for worker in workers:
+            stop_process(worker)
