@@ -8,11 +8,19 @@ import time
 
 from devtools.bench.common import LUA_DIR, RUN_DIR, log
 from devtools.bench.run import Run
+from devtools.bench.seeding import FOLLOWER_LIMIT
 from devtools.processes import ROOT
 from devtools.stack import wait_http
 
 # Django is set up by cli.main() from the benchmark's own environment, so the modules that
 # need it are imported inside the functions.
+
+
+def measure_insert_select(run: Run) -> None:
+    """The INSERT ... SELECT ceiling, over the seeded history."""
+    ceiling = fanout_ceiling(follower_limit=FOLLOWER_LIMIT)
+    log(f"INSERT...SELECT ceiling: {ceiling['rows']} rows in {ceiling['seconds']:.1f}s")
+    run.results["ceiling_insert_select"] = ceiling
 
 
 def fanout_ceiling(*, follower_limit: int) -> dict:
@@ -53,50 +61,73 @@ def fanout_ceiling(*, follower_limit: int) -> dict:
 def measure_ceilings(run: Run) -> None:
     """The bare apps under the API's gunicorn settings: one Redis GET for reads, one
     committed transaction of a post row and an outbox row for writes."""
-    from django.conf import settings
-    from django.db import connection
+    measure_read_ceiling(run)
+    measure_write_ceiling(run)
 
-    from eventbus.models import OutboxMessage
-    from eventbus.topics import Topic
+
+def bare_start(run: Run, name: str, app: str, **env: str) -> str:
+    """Start the bare WSGI app ``app`` of ``scripts/bench/`` as process ``name``, under the
+    API's gunicorn settings; its address, once it answers."""
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")]
+    bare = f"http://127.0.0.1:{run.bare_port}"
+    run.stack.start(
+        name,
+        command=[*gunicorn, "--chdir", str(LUA_DIR), app],
+        PORT=str(run.bare_port),
+        **env,
+    )
+    wait_http(f"{bare}/healthz")
+    return bare
+
+
+def measure_read_ceiling(run: Run) -> None:
+    from django.conf import settings
+
     from feeds.pages import feed_page
-    from posts.models import Post
 
     log("read ceiling: bare WSGI app with one Redis GET, same gunicorn settings")
     # The bytes of a real first page (the busiest user's), so the ceiling serves as much.
     bare_body = RUN_DIR / "bare_page.json"
     bare_body.write_bytes(feed_page(user_id=run.graph["active"][0], limit=settings.FEED_PAGE_SIZE))
     run.results["bare_body_bytes"] = bare_body.stat().st_size
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")]
-    bare = f"http://127.0.0.1:{run.bare_port}"
-    run.stack.start(
-        "bare",
-        command=[*gunicorn, "--chdir", str(LUA_DIR), "bare_wsgi:application"],
-        PORT=str(run.bare_port),
-        BENCH_BARE_BODY=str(bare_body),
-    )
-    wait_http(f"{bare}/healthz")
+    bare = bare_start(run, "bare", "bare_wsgi:application", BENCH_BARE_BODY=str(bare_body))
     run.results["bare"] = run.wrk(bare, "feed.lua")
     run.stack.stop("bare")
+
+
+def measure_write_ceiling(run: Run) -> None:
+    from eventbus.models import OutboxMessage
+    from eventbus.topics import Topic
+    from posts.models import Post
 
     log("durable-write ceiling: bare WSGI app, post row + outbox row, one committed transaction")
     last_post = Post.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     last_outbox = OutboxMessage.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    run.stack.start(
+    bare = bare_start(
+        run,
         "bare_write",
-        command=[*gunicorn, "--chdir", str(LUA_DIR), "bare_write:application"],
-        PORT=str(run.bare_port),
+        "bare_write:application",
         BENCH_DSN=os.environ["DATABASE_URL"],
         BENCH_USERS_FILE=str(run.authors_file),
         BENCH_POSTS_TABLE=Post._meta.db_table,
         BENCH_OUTBOX_TABLE=OutboxMessage._meta.db_table,
         BENCH_TOPIC=Topic.FEED_EVENTS.topic_name,
     )
-    wait_http(f"{bare}/healthz")
     run.results["bare_write"] = run.wrk(bare, "post.lua", users_file=run.authors_file)
     run.stack.stop("bare_write")
     # Its rows go before the relay starts: they are not to be published nor fanned out.
+    written_delete(since_post=last_post, since_outbox=last_outbox)
+
+
+def written_delete(*, since_post: int, since_outbox: int) -> None:
+    """The post and outbox rows after ``since_post`` and ``since_outbox``, deleted."""
+    from django.db import connection
+
+    from eventbus.models import OutboxMessage
+    from posts.models import Post
+
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id > %s", [last_outbox])
-        cursor.execute(f"DELETE FROM {Post._meta.db_table} WHERE id > %s", [last_post])
+        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id > %s", [since_outbox])
+        cursor.execute(f"DELETE FROM {Post._meta.db_table} WHERE id > %s", [since_post])
         cursor.execute(f"VACUUM ANALYZE {OutboxMessage._meta.db_table}")
         cursor.execute(f"VACUUM ANALYZE {Post._meta.db_table}")

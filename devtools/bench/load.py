@@ -57,6 +57,11 @@ def wrk(
         meter=meter,
         env={**os.environ, "BENCH_LUA_DIR": str(LUA_DIR), **env},
     )
+    return {**wrk_figures(out), "load_threads": threads, **cpu}
+
+
+def wrk_figures(out: str) -> dict:
+    """RPS, requests, latency percentiles in ms and non-2xx responses from wrk's output."""
 
     def latency(p: str) -> float:
         value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
@@ -70,8 +75,6 @@ def wrk(
         "p90": latency("90"),
         "p99": latency("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
-        "load_threads": threads,
-        **cpu,
     }
 
 
