@@ -7,7 +7,6 @@ that it also writes to BENCHMARKS.md. ``--smoke`` runs every step at a tiny size
 """
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -16,14 +15,13 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from devtools.bench.ceilings import fanout_ceiling, measure_ceilings
-from devtools.bench.common import RUN_DIR, ensure_wrk, log
+from devtools.bench.ceilings import measure_ceilings, measure_insert_select
+from devtools.bench.common import RUN_DIR, ensure_wrk
 from devtools.bench.fanout import fanout_compare, measure_fanout
 from devtools.bench.http import measure_api
-from devtools.bench.report import render
+from devtools.bench.report import render, report_write
 from devtools.bench.run import Run
-from devtools.bench.seeding import AUTHOR_FOLLOWERS, FOLLOWER_LIMIT, seed
-from devtools.processes import ROOT
+from devtools.bench.seeding import FOLLOWER_LIMIT, graph_seed, load_files_write
 from devtools.stack import Stack, database_recreate
 
 # Django is set up by cli.main() from the benchmark's own environment, so the modules that
@@ -87,6 +85,7 @@ def bench_env(run: Run, settings: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``make bench``: seed, start the stack, measure, and report."""
     args = arguments(argv)
     wrk_version = ensure_wrk()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
@@ -94,15 +93,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_env()
     env = bench_env(run, settings)
     os.environ.update(env)
+    services_reset(env)
+    prepare(run)
+    measure(run, env)
+    fanout_compare(run)
+    table = render(run.results, args=args, settings_env=settings, versions=versions(env, wrk=wrk_version))
+    report_write(table, results=run.results, smoke=args.smoke)
+    return 0
 
+
+def services_reset(env: dict[str, str]) -> None:
+    """Django set up from the benchmark's environment, its database recreated and its
+    Redis database emptied."""
     import django
     import redis
 
     django.setup()
     database_recreate(env)
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    prepare(run)
 
+
+def prepare(run: Run) -> None:
+    """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads
+    and the authors file of the POST runs."""
+    graph_seed(run)
+    measure_insert_select(run)
+    load_files_write(run)
+
+
+def measure(run: Run, env: dict[str, str]) -> None:
+    """The runs that need the stack: a broker of the benchmark's own, then the API, the
+    fan-out worker and the relay, started and stopped as each run needs them."""
     from devtools.broker import broker_start, broker_stop
     from eventbus.topics import topics_ensure
 
@@ -116,52 +137,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         run.stack.stop_all()
         broker_stop(run.broker)
-    fanout_compare(run)
 
-    versions = {
+
+def versions(env: dict[str, str], *, wrk: str) -> dict[str, str]:
+    """The versions of what ran, printed with the results."""
+    import django
+    import redis
+
+    return {
         "python": platform.python_version(),
         "django": django.get_version(),
         "postgresql": pg_version(),
         "redis": redis.Redis.from_url(env["REDIS_URL"]).info()["redis_version"],
-        "wrk": wrk_version,
+        "wrk": wrk,
         "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         if shutil.which("node")
         else "absent",
     }
-    table = render(run.results, args=args, settings_env=settings, versions=versions)
-    print(table)
-    if not args.smoke:
-        (ROOT / "BENCHMARKS.md").write_text(table)
-        log("written to BENCHMARKS.md")
-    (RUN_DIR / "results.json").write_text(json.dumps(run.results, indent=2, default=str))
-    return 0
-
-
-def prepare(run: Run) -> None:
-    """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads
-    and the authors file of the POST runs."""
-    log(f"seeding {run.args.users} users, ~{run.args.avg_follows} follows each")
-    run.graph = seed(
-        users=run.args.users, avg_follows=run.args.avg_follows, posts_per_user=2, chance=run.chance
-    )
-    ceiling = fanout_ceiling(follower_limit=FOLLOWER_LIMIT)
-    log(f"INSERT...SELECT ceiling: {ceiling['rows']} rows in {ceiling['seconds']:.1f}s")
-    active = run.graph["active"]
-    run.users_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in active))
-    # The active users whose follower counts are nearest AUTHOR_FOLLOWERS (the big accounts
-    # are not among them), up to 500 of them, so that posts spread over many partitions.
-    by_followers = run.graph["by_followers"]
-    authors = sorted(active[2:], key=lambda u: (abs(by_followers.get(u, 0) - AUTHOR_FOLLOWERS), u))
-    authors = authors[: max(20, min(500, len(active) // 10))]
-    run.authors_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in authors))
-    run.results.update(
-        ceiling_insert_select=ceiling,
-        graph={k: run.graph[k] for k in ("accounts", "follows")},
-        authors={
-            "count": len(authors),
-            "mean_followers": sum(by_followers.get(u, 0) for u in authors) / len(authors),
-        },
-    )
 
 
 def pg_version() -> str:

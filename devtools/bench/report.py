@@ -1,23 +1,50 @@
-"""The results as the markdown of BENCHMARKS.md."""
+"""The results as the markdown of BENCHMARKS.md, and where they are written."""
 
 import argparse
 import datetime
+import json
 import os
 import platform
 
+from devtools.bench.common import RUN_DIR, log
 from devtools.bench.cpu import SERVER_GROUPS
 from devtools.bench.seeding import AUTHOR_FOLLOWERS, CELEBRITY_FOLLOWERS
+from devtools.processes import ROOT
 
 
 def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: dict) -> str:
     """The results as the markdown of BENCHMARKS.md."""
+    lines = _render_header(r, args=args, settings_env=settings_env, versions=versions)
+    lines += _render_closed(r)
+    if "web_timeline" in r:
+        lines += _render_web(r)
+    if "feed_cached_open" in r:
+        lines += _render_open(r)
+    lines += _render_cpu(r, args=args)
+    lines += _render_fanout(r)
+    lines += _render_targets(r)
+    lines += _render_commands(args)
+    return "\n".join(lines)
+
+
+def report_write(table: str, *, results: dict, smoke: bool) -> None:
+    """The table on stdout and, unless ``smoke``, in BENCHMARKS.md; the raw results in the
+    run directory."""
+    print(table)
+    if not smoke:
+        (ROOT / "BENCHMARKS.md").write_text(table)
+        log("written to BENCHMARKS.md")
+    (RUN_DIR / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def _render_header(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: dict) -> list[str]:
     cpu = platform.processor() or platform.machine()
     pinned = (
         f"pinned with `taskset -c {args.pin_load}`; the server is not pinned"
         if args.pin_load
         else "not pinned: they and the server share every CPU"
     )
-    lines = [
+    return [
         "# Benchmarks",
         "",
         f"Run on {datetime.date.today().isoformat()}: {os.cpu_count()} CPUs ({cpu}); "
@@ -32,16 +59,6 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         f"with follower counts nearest {AUTHOR_FOLLOWERS} ({r['authors']['mean_followers']:.0f} on average).",
         "",
     ]
-    lines += _render_closed(r)
-    if "web_timeline" in r:
-        lines += _render_web(r)
-    if "feed_cached_open" in r:
-        lines += _render_open(r)
-    lines += _render_cpu(r, args=args)
-    lines += _render_fanout(r)
-    lines += _render_targets(r)
-    lines += _render_commands(args)
-    return "\n".join(lines)
 
 
 # Each row of the closed-loop table: its key in the results, its name, its ceiling's key
@@ -162,27 +179,27 @@ def cpu_figures(w: dict, ceiling: dict | None) -> dict:
     return figures
 
 
+def _cpu_row(r: dict, key: str, name: str, ceiling: str | None) -> str:
+    w = r[key]
+    f = cpu_figures(w, r[ceiling] if ceiling else None)
+    other = max(0.0, w["cpu"]["machine"] - f["server"] - w["load_cpu"])
+    ratio = "100%" if ceiling is None else f"{f['bound_ratio']:.0%}" if ceiling else ""
+    cells = [
+        name,
+        *(f"{w['cpu'][g]:.2f}" for g in SERVER_GROUPS),
+        f"{f['server']:.2f}",
+        f"{w['load_cpu']:.2f}",
+        f"{other:.2f}",
+        f"{f['server_us']:,.0f}",
+        f"{1e6 / f['server_us']:,.0f}" if f["server_us"] else "",
+        ratio,
+        f["bound"],
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def _render_cpu(r: dict, *, args: argparse.Namespace) -> list[str]:
-    rows = []
-    for key, name, ceiling in CLOSED_ROWS + OPEN_ROWS:
-        if key not in r:
-            continue
-        w = r[key]
-        f = cpu_figures(w, r[ceiling] if ceiling else None)
-        other = max(0.0, w["cpu"]["machine"] - f["server"] - w["load_cpu"])
-        ratio = "100%" if ceiling is None else f"{f['bound_ratio']:.0%}" if ceiling else ""
-        cells = [
-            name,
-            *(f"{w['cpu'][g]:.2f}" for g in SERVER_GROUPS),
-            f"{f['server']:.2f}",
-            f"{w['load_cpu']:.2f}",
-            f"{other:.2f}",
-            f"{f['server_us']:,.0f}",
-            f"{1e6 / f['server_us']:,.0f}" if f["server_us"] else "",
-            ratio,
-            f["bound"],
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
+    rows = [_cpu_row(r, *row) for row in CLOSED_ROWS + OPEN_ROWS if row[0] in r]
     return [
         "## CPU per run",
         "",
@@ -208,18 +225,25 @@ def _render_cpu(r: dict, *, args: argparse.Namespace) -> list[str]:
 
 
 def _render_fanout(r: dict) -> list[str]:
-    def ms(seconds: float) -> str:
-        return f"{seconds * 1000:.0f} ms"
-
-    c, b = r["ceiling_insert_select"], r["fanout_burst"]
-    burst_rate = b["rows"] / b["seconds"] if b["seconds"] else float("nan")
-    l100, l9k = r["latency_100"], r["latency_9k"]
-    sql, bulk = r["fanout_insert_select"], r["fanout_bulk_create"]
     return [
         "## Fan-out",
         "",
         "| measure | value |",
         "|---|---|",
+        *_fanout_rate_rows(r),
+        *_fanout_latency_rows(r),
+        f"| peak RSS | worker {r['rss_worker_mb']:.0f} MB, largest API worker {r['rss_api_mb']:.0f} MB |",
+        "",
+    ]
+
+
+def _fanout_rate_rows(r: dict) -> list[str]:
+    """The rows/s of the INSERT ... SELECT ceiling, of the worker's burst, and of the burst
+    written again in one process both ways."""
+    c, b = r["ceiling_insert_select"], r["fanout_burst"]
+    burst_rate = b["rows"] / b["seconds"] if b["seconds"] else float("nan")
+    sql, bulk = r["fanout_insert_select"], r["fanout_bulk_create"]
+    return [
         f"| INSERT ... SELECT ... ON CONFLICT DO NOTHING (ceiling) | {c['rows_per_s']:,.0f} rows/s "
         f"({c['rows']:,} rows in {c['seconds']:.1f} s) |",
         f"| one run_fanout process, burst of {b['posts']:,} posts | {burst_rate:,.0f} rows/s "
@@ -233,6 +257,15 @@ def _render_fanout(r: dict) -> list[str]:
         f"{bulk['cpu']:.2f} s of Python CPU, {bulk['cpu'] / bulk['rows'] * 1e6:.1f} µs per row), "
         f"{bulk['rows_per_s'] / c['rows_per_s']:.0%} of the ceiling, "
         f"{bulk['rows_per_s'] / sql['rows_per_s']:.0%} of INSERT ... SELECT |",
+    ]
+
+
+def _fanout_latency_rows(r: dict) -> list[str]:
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.0f} ms"
+
+    l100, l9k = r["latency_100"], r["latency_9k"]
+    return [
         f"| post to feed via the API, {l100['author_followers']}-follower author posting "
         f"{l100['probe_rate']:.0f}/s in {l100['rate']:,.0f} posts/s in all (50% of the "
         f"worker-running maximum) | p50 {ms(l100['p50'])}, p99 {ms(l100['p99'])} "
@@ -241,14 +274,25 @@ def _render_fanout(r: dict) -> list[str]:
         f"| p50 {ms(l9k['p50'])}, p99 {ms(l9k['p99'])} ({l9k['posts']} posts at 2/s, no other "
         f"load; until all {l9k['watchers']} sampled followers, their first pages polled "
         "every 20 ms, saw each) |",
-        f"| peak RSS | worker {r['rss_worker_mb']:.0f} MB, largest API worker {r['rss_api_mb']:.0f} MB |",
-        "",
     ]
 
 
 def targets(r: dict) -> list[tuple[str, str, str, bool]]:
     """The write pipeline's targets: each one's name, goal, this run's figure and whether
     it was met."""
+    out = []
+    for name, goal, value, unit in _target_figures(r):
+        if unit == "ratio":
+            out.append((name, f"≥ {goal:.0%}", f"{value:.0%}", value >= goal))
+        elif unit == "s":
+            out.append((name, f"≤ {goal:g} s", f"{value:.2f} s", value <= goal))
+        else:
+            out.append((name, f"≤ {goal:g} ms", f"{value:.1f} ms", value <= goal))
+    return out
+
+
+def _target_figures(r: dict) -> list[tuple[str, float, float, str]]:
+    """Each target's name, goal, this run's figure and its unit (a ratio, s or ms)."""
 
     def share(key: str, ceiling: str) -> float:
         return r[key]["rps"] / r[ceiling]["rps"]
@@ -272,15 +316,7 @@ def targets(r: dict) -> list[tuple[str, str, str, bool]]:
         ("post to feed, 9,000-follower author, p99", 1.0, r["latency_9k"]["p99"], "s"),
         ("fan-out by one worker, of the INSERT ... SELECT ceiling", 0.85, fanout, "ratio"),
     ]
-    out = []
-    for name, goal, value, unit in filter(None, rows):
-        if unit == "ratio":
-            out.append((name, f"≥ {goal:.0%}", f"{value:.0%}", value >= goal))
-        elif unit == "s":
-            out.append((name, f"≤ {goal:g} s", f"{value:.2f} s", value <= goal))
-        else:
-            out.append((name, f"≤ {goal:g} ms", f"{value:.1f} ms", value <= goal))
-    return out
+    return list(filter(None, rows))
 
 
 def _render_targets(r: dict) -> list[str]:

@@ -3,7 +3,8 @@ accounts, and a post history."""
 
 import random
 
-from devtools.bench.common import progress
+from devtools.bench.common import log, progress
+from devtools.bench.run import Run
 
 # Django is set up by cli.main() from the benchmark's own environment, so the modules that
 # need it are imported inside the functions.
@@ -15,6 +16,33 @@ FOLLOWER_LIMIT = 10_000
 
 # The POST runs' authors have about this many followers each.
 AUTHOR_FOLLOWERS = 50
+
+
+def graph_seed(run: Run) -> None:
+    """The run's graph, seeded in its database."""
+    log(f"seeding {run.args.users} users, ~{run.args.avg_follows} follows each")
+    run.graph = seed(
+        users=run.args.users, avg_follows=run.args.avg_follows, posts_per_user=2, chance=run.chance
+    )
+
+
+def load_files_write(run: Run) -> None:
+    """The users file wrk reads and the authors file of the POST runs."""
+    active = run.graph["active"]
+    run.users_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in active))
+    # The active users whose follower counts are nearest AUTHOR_FOLLOWERS (the big accounts
+    # are not among them), up to 500 of them, so that posts spread over many partitions.
+    by_followers = run.graph["by_followers"]
+    authors = sorted(active[2:], key=lambda u: (abs(by_followers.get(u, 0) - AUTHOR_FOLLOWERS), u))
+    authors = authors[: max(20, min(500, len(active) // 10))]
+    run.authors_file.write_text("".join(f"{u} {run.tokens[u]}\n" for u in authors))
+    run.results.update(
+        graph={k: run.graph[k] for k in ("accounts", "follows")},
+        authors={
+            "count": len(authors),
+            "mean_followers": sum(by_followers.get(u, 0) for u in authors) / len(authors),
+        },
+    )
 
 
 def follow_graph(
@@ -54,7 +82,7 @@ def seed(*, users: int, avg_follows: int, posts_per_user: int, chance: random.Ra
     pairs = follow_graph(ids, users=users, avg_follows=avg_follows, chance=chance)
     follows_copy(pairs, progress=progress)
     # A history to read: posts_per_user posts by every active user, old enough to be
-    # history, fanned out with one INSERT ... SELECT (the ceiling measured below).
+    # history, fanned out with one INSERT ... SELECT (the ceiling ceilings.py measures).
     posts_history(ids[:users], per_author=posts_per_user)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
