@@ -1,12 +1,12 @@
 """The benchmark: ``make bench``; ``--smoke`` runs every step at a tiny size. See
-``devtools/bench.py``."""
+``devtools/bench/``."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.bench import main
+from devtools.bench.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -114,7 +114,7 @@ def test_the_benchmark_runs_every_step_and_prints_its_table():
 
 
 def test_the_cpu_meter_counts_a_process_and_its_children_from_proc():
-    from devtools.bench import CpuMeter, with_descendants
+    from devtools.bench.cpu import CpuMeter, with_descendants
 
     # Given a process whose child burns 0.3 s of CPU, then both wait for stdin.
     script = (
