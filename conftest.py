@@ -10,10 +10,14 @@ import datetime
 import itertools
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -27,7 +31,7 @@ from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.outbox import OutboxRelay, relay_loop
 from eventbus.topics import topics_ensure
-from tests.helpers import free_port, worker_assigned
+from tests.helpers import ROOT, free_port, stop_process, subprocess_env, wait_for, worker_assigned
 
 User = get_user_model()
 _names = itertools.count()
@@ -202,6 +206,46 @@ def worker(settings):
     worker = worker_assigned()
     yield worker
     worker.consumer.close()
+
+
+@pytest.fixture
+def gunicorn(kafka, tmp_path):
+    """Start the API under gunicorn with the given extra environment (tests marked drill);
+    stop it at the end of the test."""
+    processes = []
+
+    def start(**extra: str) -> tuple[str, Path]:
+        port = free_port()
+        metrics_dir = tmp_path / f"prometheus-{port}"
+        defaults = {"GUNICORN_WORKERS": "3", "GUNICORN_THREADS": "2"}
+        env = subprocess_env(
+            kafka, PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **(defaults | extra)
+        )
+        with open(tmp_path / "gunicorn.log", "ab") as stream:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")],
+                env=env,
+                cwd=ROOT,
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            # Not /healthz, whose requests a test counts: a probe that timed out on the client
+            # is still served, and counted, later. Any answer from Django will do.
+            try:
+                return requests.get(f"{base}/probe-of-the-test", timeout=1).status_code == 404
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout=30, what="gunicorn")
+        return base, metrics_dir
+
+    yield start
+    for process in processes:
+        stop_process(process)
 
 
 # --- Browser tests ------------------------------------------------------------------------

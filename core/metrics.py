@@ -13,6 +13,11 @@ EVENTS_PUBLISH_FAILED = Counter(
     "feed_events_publish_failed", "Events that could not be delivered to the broker.", ["topic", "type"]
 )
 
+API_REQUESTS_SHED = Counter(
+    "feed_api_requests_shed",
+    "API requests answered 503 at once because no request slot came free in API_REQUEST_QUEUE_MS.",
+)
+
 FEED_CACHE_HITS = Counter("feed_cache_hits", "Feed reads answered from the Redis page cache.")
 FEED_CACHE_MISSES = Counter("feed_cache_misses", "Cacheable feed reads that went to PostgreSQL.")
 

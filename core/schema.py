@@ -20,6 +20,14 @@ UNAVAILABLE = {
         Detail, description="The rate limit could not be checked (Redis down); see Retry-After."
     )
 }
+DATABASE_UNAVAILABLE = {
+    503: OpenApiResponse(
+        Detail,
+        description="The database did not answer within its lock or statement timeout, or "
+        "no request slot came free in time; nothing was stored. Retry after Retry-After "
+        "(with the same Idempotency-Key, for a post).",
+    )
+}
 TOO_LARGE = {413: OpenApiResponse(Detail, description="Body larger than the configured limit.")}
 NOT_FOUND = {404: OpenApiResponse(Detail, description="No such object.")}
 FORBIDDEN = {403: OpenApiResponse(Detail, description="Not allowed for this user.")}

@@ -10,8 +10,13 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Worker processes; one per core suits this CPU-bound API. Default: 2.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-# Threads per worker, covering time spent waiting on PostgreSQL and Redis. Default: 4.
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Threads per worker that run requests in Django, covering time spent waiting on PostgreSQL
+# and Redis (feedsite.admission). Default: 4.
+django_threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Further threads per worker: they answer cached first pages, which need no Django, and hold
+# requests waiting up to API_REQUEST_QUEUE_MS for a Django thread. Default: 28.
+queue_threads = int(os.environ.get("GUNICORN_QUEUE_THREADS", "28"))
+threads = django_threads + queue_threads
 # Seconds a silent worker lives before it is restarted. Default: 30.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # Import the app once in the master before forking (less memory, faster restarts). Default: off.

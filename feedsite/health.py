@@ -7,6 +7,8 @@ the log, and the metrics go only to the networks in METRICS_ALLOWED_NETWORKS.
 import functools
 import ipaddress
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.db import connection
@@ -32,9 +34,27 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+# The database check runs on a thread of its own, so that a database that accepts
+# connections but does not answer in time is reported down after READY_TIMEOUT instead of
+# holding the probe; while one check hangs, the next ones queue behind it and time out too.
+_database_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz-database")
+
+
+def _select_one() -> None:
+    # A connection of its own each time (a probe every few seconds can afford the connect):
+    # none is left open on the thread between checks.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
+
+
 def _database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        _database_checker.submit(_select_one).result(timeout=READY_TIMEOUT)
+    except FutureTimeout:
+        raise TimeoutError(f"no answer within {READY_TIMEOUT}s") from None
 
 
 def _redis() -> None:

@@ -8,7 +8,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings.base")
 
 django_application = get_wsgi_application()
 
-from feeds.fastpath import CachedFeedPages  # noqa: E402  (needs the settings loaded above)
+from django.conf import settings  # noqa: E402  (the settings are loaded above)
 
-# Cached first feed pages are answered in front of Django; everything else goes through it.
-application = CachedFeedPages(django_application)
+from core.db.timeouts import db_timeouts_use  # noqa: E402
+from feeds.fastpath import CachedFeedPages  # noqa: E402
+from feedsite.admission import RequestSlots  # noqa: E402
+
+# A request waits for the database a few seconds at most (a 503 after that).
+db_timeouts_use(
+    lock_timeout_ms=settings.DB_LOCK_TIMEOUT_MS, statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS
+)
+# Cached first feed pages are answered in front of Django; everything else takes one of its
+# request slots first, or is answered 503 when none comes free in time.
+application = CachedFeedPages(
+    RequestSlots(
+        django_application, slots=settings.API_REQUEST_SLOTS, wait=settings.API_REQUEST_QUEUE_MS / 1000
+    )
+)

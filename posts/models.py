@@ -27,3 +27,23 @@ class Post(models.Model):
         # transaction this joins it (no savepoint: nothing here needs a partial rollback).
         with transaction.atomic(savepoint=False):
             super().save(*args, **kwargs)
+
+
+class PostRequest(models.Model):
+    """A ``POST /posts`` made with an ``Idempotency-Key``, stored in the transaction of the
+    post it created: a retry with the same key gets this response again instead of a second
+    post (``posts.services.post_create_once``). Kept POST_IDEMPOTENCY_SECONDS."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the request's validated body: the same key with another body is refused.
+    fingerprint = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="post_request_user_key")]
+
+    def __str__(self) -> str:
+        return f"Idempotency-Key {self.key!r} of user {self.user_id}"

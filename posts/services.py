@@ -1,8 +1,20 @@
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from core import metrics
-from posts.models import Post
+from posts.models import Post, PostRequest
+from posts.serializers import post_json
+
+# First key of the two-key advisory lock on a (user, Idempotency-Key); a constant unique to
+# this project (beside feeds.services' lock classes).
+POST_REQUEST_LOCK_CLASS = 0x6670
 
 
 @transaction.atomic
@@ -12,6 +24,57 @@ def post_create(*, author: AbstractBaseUser, content: str) -> Post:
     post.save(force_insert=True)
     transaction.on_commit(metrics.POSTS_CREATED.inc)
     return post
+
+
+class PostRequestInProgress(Exception):
+    """A request with this Idempotency-Key is still running."""
+
+
+class PostRequestMismatch(Exception):
+    """This Idempotency-Key was used with another body."""
+
+
+@dataclass(frozen=True)
+class PostCreated:
+    """The answer to a keyed post: ``status`` and ``body``, and whether they were stored by
+    an earlier request with the same key (``replayed``)."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+@transaction.atomic
+def post_create_once(*, author: AbstractBaseUser, content: str, key: str) -> PostCreated:
+    """``post_create`` at most once per author and Idempotency-Key: a retry with the same
+    key and content gets the first response again, and stores nothing.
+
+    The key is stored in the post's own transaction, so a crash, a lost cache or a restart
+    cannot let a retry store the post twice. A transaction-scoped advisory lock on the key,
+    taken without waiting, tells a retry that arrives while the first request still runs
+    (PostRequestInProgress). Raises PostRequestMismatch for the same key with other content.
+    Keys older than POST_IDEMPOTENCY_SECONDS count as unused; the author's are deleted here.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+            [POST_REQUEST_LOCK_CLASS, f"{author.pk}:{key}"],
+        )
+        [(locked,)] = cursor.fetchall()
+    if not locked:
+        raise PostRequestInProgress(key)
+    fingerprint = hashlib.sha256(content.encode()).hexdigest()
+    expired = timezone.now() - datetime.timedelta(seconds=settings.POST_IDEMPOTENCY_SECONDS)
+    PostRequest.objects.filter(user=author, created_at__lt=expired).delete()
+    stored = PostRequest.objects.filter(user=author, key=key).first()
+    if stored is not None:
+        if stored.fingerprint != fingerprint:
+            raise PostRequestMismatch(key)
+        return PostCreated(status=stored.status, body=stored.response, replayed=True)
+    post = post_create(author=author, content=content)
+    body = post_json(post, author_username=author.get_username())
+    PostRequest.objects.create(user=author, key=key, fingerprint=fingerprint, status=201, response=body)
+    return PostCreated(status=201, body=body, replayed=False)
 
 
 class NotAuthor(Exception):

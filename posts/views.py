@@ -1,16 +1,51 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.schema import BAD_INPUT, FORBIDDEN, NOT_FOUND, THROTTLED, TOO_LARGE, UNAUTHENTICATED
+from core.schema import (
+    BAD_INPUT,
+    DATABASE_UNAVAILABLE,
+    FORBIDDEN,
+    NOT_FOUND,
+    THROTTLED,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    Detail,
+)
 from core.throttling import PostCreateThrottle
 from posts.models import Post
 from posts.selectors import post_get
-from posts.serializers import PostCreateSerializer, PostSerializer, post_json
-from posts.services import NotAuthor, post_create, post_delete
+from posts.serializers import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    PostCreateSerializer,
+    PostSerializer,
+    idempotency_key_parse,
+    post_json,
+)
+from posts.services import (
+    NotAuthor,
+    PostRequestInProgress,
+    PostRequestMismatch,
+    post_create,
+    post_create_once,
+    post_delete,
+)
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        'Makes retries safe (IETF draft "The Idempotency-Key HTTP Header Field"): a retry with '
+        "the same key and body within POST_IDEMPOTENCY_SECONDS (24 h) returns the first response "
+        "again and stores nothing (header Idempotent-Replayed: true). A quoted string "
+        f'("8e03978e-40d5-43e8-bc93-6894a57f9324") or a bare token, at most '
+        f"{IDEMPOTENCY_KEY_MAX_LENGTH} characters; keys are per user."
+    ),
+)
 
 
 class PostCreateView(APIView):
@@ -18,17 +53,44 @@ class PostCreateView(APIView):
 
     @extend_schema(
         request=PostCreateSerializer,
-        responses={201: PostSerializer, **BAD_INPUT, **UNAUTHENTICATED, **TOO_LARGE, **THROTTLED},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            201: PostSerializer,
+            **BAD_INPUT,
+            **UNAUTHENTICATED,
+            409: OpenApiResponse(
+                Detail, description="A request with this key is still running; see Retry-After."
+            ),
+            **TOO_LARGE,
+            422: OpenApiResponse(Detail, description="This key was used with another body."),
+            **THROTTLED,
+            **DATABASE_UNAVAILABLE,
+        },
         summary="Create a post; it reaches followers' feeds through the fan-out worker.",
     )
     def post(self, request: Request) -> Response:
+        key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
         serializer = PostCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        post = post_create(author=request.user, content=serializer.validated_data["content"])
-        return Response(
-            post_json(post, author_username=request.user.get_username()),
-            status=status.HTTP_201_CREATED,
-        )
+        content = serializer.validated_data["content"]
+        if key is None:
+            post = post_create(author=request.user, content=content)
+            return Response(post_json(post, author_username=request.user.get_username()), status=201)
+        try:
+            created = post_create_once(author=request.user, content=content, key=key)
+        except PostRequestInProgress:
+            return Response(
+                {"detail": "A request with this Idempotency-Key is still running; retry shortly."},
+                status=status.HTTP_409_CONFLICT,
+                headers={"Retry-After": "1"},
+            )
+        except PostRequestMismatch:
+            return Response(
+                {"detail": "This Idempotency-Key was already used with another body."},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        headers = {"Idempotent-Replayed": "true"} if created.replayed else {}
+        return Response(created.body, status=created.status, headers=headers)
 
 
 class PostDetailView(APIView):

@@ -114,7 +114,8 @@ class TcpProxy:
     make one client lose its server while the others keep theirs.
 
     Closed, it refuses new connections and cuts the ones it carries, as a server that went
-    away would. Use it as a context manager; it listens from the start.
+    away would. Stalled, it keeps every connection open, accepts new ones, and passes nothing on,
+    as a server that hangs would. Use it as a context manager; it listens from the start.
     """
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -123,6 +124,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
+        self._stalled = False
 
     def __enter__(self) -> "TcpProxy":
         self.open()
@@ -146,10 +148,16 @@ class TcpProxy:
         with self._lock:
             listener, self._listener = self._listener, None
             sockets, self._sockets = self._sockets, set()
+            self._stalled = False
         if listener is not None:
             listener.close()
         for sock in sockets:
             _socket_cut(sock)
+
+    def stall(self) -> None:
+        """From now on pass nothing on, on the connections carried as on new ones."""
+        with self._lock:
+            self._stalled = True
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
@@ -159,6 +167,11 @@ class TcpProxy:
                 continue
             except OSError:
                 return
+            with self._lock:
+                if self._stalled:
+                    # Held open, never answered; cut by close().
+                    self._sockets.add(client)
+                    continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -178,7 +191,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._stalled:
+                    sink.sendall(data)
         with self._lock:
             self._sockets -= {source, sink}
         _socket_cut(source)

@@ -8,6 +8,7 @@ on one allowance) and its cursor. They answer HTML; every bad input is a 4xx pag
 import functools
 import logging
 import math
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
+from rest_framework.exceptions import ValidationError
 
 from core.throttling import (
     STORE_DOWN_RETRY_AFTER,
@@ -37,8 +39,14 @@ from follows.serializers import UserCreateSerializer
 from follows.services import FollowError, UnknownUser, follow_create, follow_delete, user_create
 from posts.models import Post
 from posts.selectors import post_page_by_author
-from posts.serializers import PostCreateSerializer
-from posts.services import NotAuthor, post_create, post_delete
+from posts.serializers import PostCreateSerializer, idempotency_key_parse
+from posts.services import (
+    NotAuthor,
+    PostRequestInProgress,
+    PostRequestMismatch,
+    post_create_once,
+    post_delete,
+)
 from web.selectors import timeline_new_count, timeline_page
 
 logger = logging.getLogger(__name__)
@@ -124,6 +132,14 @@ def _next_path(request: HttpRequest, default: str = "/") -> str:
     return default
 
 
+def _form_key(request: HttpRequest) -> str | None:
+    """The post box's idempotency key, if the form sent a well-formed one."""
+    try:
+        return idempotency_key_parse(request.POST.get("idempotency_key"))
+    except ValidationError:
+        return None
+
+
 def _cursor(request: HttpRequest) -> int | None:
     """The post id behind ``?cursor=``; raises InvalidCursor."""
     raw = request.GET.get("cursor")
@@ -147,8 +163,12 @@ def timeline(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     draft, error, status, retry_after = "", None, 200, None
+    # Each rendering of the post box carries a key of its own, kept while its draft is shown
+    # again: a double click, a resent form or a retry after a timeout stores the post once.
+    form_key = uuid.uuid4().hex
     if request.method == "POST":
         draft = request.POST.get("content", "")
+        form_key = _form_key(request) or form_key
         serializer = PostCreateSerializer(data={"content": draft})
         try:
             _rate_take("posts", f"user:{request.user.pk}")
@@ -156,9 +176,20 @@ def timeline(request: HttpRequest) -> HttpResponse:
             error, status, retry_after = refused.message, refused.status, refused.retry_after
         else:
             if serializer.is_valid():
-                post_create(author=request.user, content=serializer.validated_data["content"])
-                return redirect("web:timeline")
-            error, status = _first_error(serializer.errors), 400
+                try:
+                    post_create_once(
+                        author=request.user, content=serializer.validated_data["content"], key=form_key
+                    )
+                except PostRequestInProgress:
+                    messages.info(request, "Your post is being saved; it will be on your timeline.")
+                    return redirect("web:timeline")
+                except PostRequestMismatch:
+                    form_key = uuid.uuid4().hex
+                    error, status = "This form was already sent with other text; send it again.", 409
+                else:
+                    return redirect("web:timeline")
+            else:
+                error, status = _first_error(serializer.errors), 400
     try:
         before = _cursor(request)
     except InvalidCursor:
@@ -178,6 +209,7 @@ def timeline(request: HttpRequest) -> HttpResponse:
             "newest_id": posts[0].pk if posts and before is None else 0,
             "suggestions": follow_suggestions(user_id=request.user.pk, limit=SUGGESTIONS),
             "draft": draft,
+            "form_key": form_key,
             "error": error,
             "post_max_length": settings.POST_MAX_LENGTH,
             "poll_seconds": settings.WEB_NEW_POSTS_POLL_SECONDS,

@@ -146,6 +146,26 @@ if env.bool("DATABASE_QUERY_METRICS", default=False):
 # Seconds a database connection is kept open between requests. Default: 60.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Seconds a new database connection may take to open (libpq's connect_timeout). Default: 5.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+    "DB_CONNECT_TIMEOUT_SECONDS", default=5
+)
+# Milliseconds an API request's statement may wait for a lock (PostgreSQL's lock_timeout);
+# a request that hits it, or the statement timeout, is a 503 with Retry-After and stores
+# nothing. Set per connection by the API process only (core.db.timeouts). Default: 2000.
+DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT_MS", default=2000)
+# Milliseconds one statement of an API request may run (statement_timeout). Default: 5000.
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=5000)
+# Requests each API process runs in Django at once: gunicorn's GUNICORN_THREADS. Default: 4.
+API_REQUEST_SLOTS = env.int("GUNICORN_THREADS", default=4)
+# Milliseconds a request waits for one of them before it is answered 503 with Retry-After;
+# meanwhile the GUNICORN_QUEUE_THREADS further threads answer cached first pages. Default: 500.
+API_REQUEST_QUEUE_MS = env.int("API_REQUEST_QUEUE_MS", default=500)
+# Milliseconds a statement of the fan-out worker or the outbox relay may wait for a lock;
+# one that hits it is retried with backoff, as during an outage, and is logged. Default: 30000.
+WORKER_DB_LOCK_TIMEOUT_MS = env.int("WORKER_DB_LOCK_TIMEOUT_MS", default=30000)
+# Milliseconds one statement of the worker or the relay may run. Default: 300000.
+WORKER_DB_STATEMENT_TIMEOUT_MS = env.int("WORKER_DB_STATEMENT_TIMEOUT_MS", default=300000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis -------------------------------------------------------------------------------
@@ -246,6 +266,9 @@ for _network in METRICS_ALLOWED_NETWORKS:
 
 # Longest post content, in characters. Default: 500.
 POST_MAX_LENGTH = env.int("POST_MAX_LENGTH", default=500)
+# Seconds a POST /posts Idempotency-Key is kept: a retry with it within this time gets the
+# first response again instead of a second post. Default: 86400 (24 h).
+POST_IDEMPOTENCY_SECONDS = env.int("POST_IDEMPOTENCY_SECONDS", default=86400)
 # Feed page size when no limit is given. Default: 20.
 FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
 # Largest feed page a client may ask for. Default: 100.

@@ -8,7 +8,7 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from eventbus.models import OutboxMessage
-from tests.helpers import ROOT, free_port, metric_sum, stop_process, subprocess_env, topic_read, wait_for
+from tests.helpers import ROOT, metric_sum, subprocess_env, topic_read, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.drill]
 
@@ -16,49 +16,6 @@ REQUESTS = 40
 HEALTHZ = (
     'django_http_requests_total_by_view_transport_method_total{method="GET",transport="http",view="healthz"}'
 )
-
-
-@pytest.fixture
-def gunicorn(kafka, tmp_path):
-    """Start gunicorn with the given extra environment; stop it at the end of the test."""
-    processes = []
-
-    def start(**extra: str) -> tuple[str, object]:
-        port = free_port()
-        metrics_dir = tmp_path / f"prometheus-{port}"
-        env = subprocess_env(
-            kafka,
-            PORT=str(port),
-            GUNICORN_WORKERS="3",
-            GUNICORN_THREADS="2",
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-            **extra,
-        )
-        with open(tmp_path / "gunicorn.log", "ab") as stream:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite/gunicorn.conf.py")],
-                env=env,
-                cwd=ROOT,
-                stdout=stream,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            # Not /healthz, whose requests a test counts: a probe that timed out on the client
-            # is still served, and counted, later. Any answer from Django will do.
-            try:
-                return requests.get(f"{base}/probe-of-the-test", timeout=1).status_code == 404
-            except requests.RequestException:
-                return False
-
-        wait_for(up, timeout=30, what="gunicorn")
-        return base, metrics_dir
-
-    yield start
-    for process in processes:
-        stop_process(process)
 
 
 def test_metrics_sum_over_all_gunicorn_workers(gunicorn):

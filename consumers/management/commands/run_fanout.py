@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 
 from consumers.breaker import BreakerOpen, DeadLetterBreaker
 from consumers.loop import FanoutWorker, consumer_build
+from core.db.timeouts import db_timeouts_use
 from core.process import metrics_serve, stop_on_signals
 from feeds.effects import FeedEffects
 
@@ -37,6 +38,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        db_timeouts_use(
+            lock_timeout_ms=settings.WORKER_DB_LOCK_TIMEOUT_MS,
+            statement_timeout_ms=settings.WORKER_DB_STATEMENT_TIMEOUT_MS,
+        )
         metrics_serve(options["metrics_port"])
         worker = FanoutWorker(
             consumer=consumer_build(

@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core.db.timeouts import db_timeouts_use
 from core.process import metrics_serve, stop_on_signals
 from eventbus.outbox import OutboxRelay, relay_loop
 
@@ -24,6 +25,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        db_timeouts_use(
+            lock_timeout_ms=settings.WORKER_DB_LOCK_TIMEOUT_MS,
+            statement_timeout_ms=settings.WORKER_DB_STATEMENT_TIMEOUT_MS,
+        )
         metrics_serve(options["metrics_port"])
         relay = OutboxRelay(
             batch_size=options["batch_size"],
