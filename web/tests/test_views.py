@@ -3,14 +3,17 @@ browser has them."""
 
 import re
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 
 from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry
 from follows.models import Follow
 from posts.models import Post
+from posts.services import POST_REQUEST_LOCK_CLASS
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -222,6 +225,59 @@ def test_the_post_box_keeps_the_apis_rules(signed_in, content, status):
 
     assert response.status_code == status
     assert Post.objects.filter(author=ada).count() == (1 if status == 302 else 0)
+
+
+def form_key(html: str) -> str:
+    return re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1)
+
+
+def test_a_form_sent_twice_stores_its_post_once(signed_in):
+    client, ada = signed_in("ada")
+    key = form_key(client.get("/").content.decode())
+
+    first = client.post("/", {"content": "hello", "idempotency_key": key})
+    again = client.post("/", {"content": "hello", "idempotency_key": key})
+
+    assert (first.status_code, again.status_code) == (302, 302)
+    assert Post.objects.filter(author=ada).count() == 1
+
+
+def test_each_post_box_has_a_key_of_its_own_and_a_refused_draft_keeps_it(signed_in):
+    client, ada = signed_in("ada")
+    keys = {form_key(client.get("/").content.decode()) for _ in range(3)}
+    key = keys.pop()
+
+    refused = client.post("/", {"content": "x" * 501, "idempotency_key": key})
+
+    assert len(keys) == 2
+    assert key not in keys
+    assert form_key(refused.content.decode()) == key, "the draft shown again is the same post"
+    assert not Post.objects.filter(author=ada).exists()
+
+
+def test_a_form_sent_again_while_the_first_is_saved_says_so_and_stores_nothing_more(signed_in):
+    client, ada = signed_in("ada")
+    # What the first submission holds while it is being saved: the key's advisory lock.
+    with psycopg.connect(**connection.get_connection_params()) as first:
+        first.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [POST_REQUEST_LOCK_CLASS, f"{ada.pk}:k1"]
+        )
+        response = client.post("/", {"content": "hello", "idempotency_key": "k1"}, follow=True)
+
+    assert "Your post is being saved" in response.content.decode()
+    assert not Post.objects.filter(author=ada).exists()
+
+
+def test_a_key_sent_again_with_other_text_is_refused_with_a_new_key(signed_in):
+    client, ada = signed_in("ada")
+    client.post("/", {"content": "hello", "idempotency_key": "k1"})
+
+    response = client.post("/", {"content": "edited", "idempotency_key": "k1"})
+
+    assert response.status_code == 409
+    assert "already sent with other text" in response.content.decode()
+    assert form_key(response.content.decode()) != "k1"
+    assert list(Post.objects.filter(author=ada).values_list("content", flat=True)) == ["hello"]
 
 
 def test_the_post_box_shows_the_limit(signed_in):
