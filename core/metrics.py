@@ -15,7 +15,7 @@ EVENTS_PUBLISH_FAILED = Counter(
 
 API_REQUESTS_SHED = Counter(
     "feed_api_requests_shed",
-    "API requests answered 503 at once because no request slot came free in API_REQUEST_QUEUE_MS.",
+    "API requests answered 503 at once because no Django thread took it up in API_REQUEST_QUEUE_MS.",
 )
 
 FEED_CACHE_HITS = Counter("feed_cache_hits", "Feed reads answered from the Redis page cache.")

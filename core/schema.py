@@ -24,7 +24,7 @@ DATABASE_UNAVAILABLE = {
     503: OpenApiResponse(
         Detail,
         description="The database did not answer within its lock or statement timeout, or "
-        "no request slot came free in time; nothing was stored. Retry after Retry-After "
+        "no Django thread took it up in time; nothing was stored. Retry after Retry-After "
         "(with the same Idempotency-Key, for a post).",
     )
 }

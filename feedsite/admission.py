@@ -1,17 +1,23 @@
-"""How many requests of one API process run in Django at once, and how long others wait.
+"""Which threads of one API process run Django, and how long a request waits for one.
 
-gunicorn's thread pool holds more threads than Django may use (gunicorn.conf.py): a
-request that goes to Django first takes one of ``slots``, and one that cannot have a slot
-within ``wait`` seconds is answered 503 with Retry-After at once. So while requests wait
-on a stalled database (up to its lock and statement timeouts), the other threads are still
-free for the cached first pages, answered in front of Django (``feeds.fastpath``), and no
-request waits for a slot longer than ``wait``.
+gunicorn's thread pool holds more threads than Django may use (gunicorn.conf.py). Requests
+that go to Django run on ``threads`` threads of their own, handed over by the pool thread
+that read them; one that no Django thread takes up within ``wait`` seconds is answered 503
+with Retry-After at once. So while Django's threads wait on a stalled database (up to its
+lock and statement timeouts), the pool's other threads still answer the cached first
+pages in front of Django (``feeds.fastpath``), and no request waits for Django longer than
+``wait``. Only Django's threads open database connections, so each process holds at most
+``threads`` of them, as it did when gunicorn had ``threads`` threads.
+
+The probes and the metrics (``EXEMPT``) need no database and no Django thread: they run on the pool
+thread, so that a saturated process still answers its liveness probe and its scrapes.
 """
 
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from core import metrics
 from core.logcontext import REQUEST_ID_HEADER, request_id_of
@@ -20,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
+EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER = "1"
 _JSON = json.dumps({"detail": "Service busy; try again shortly."}).encode()
 _HTML = (
@@ -28,27 +35,35 @@ _HTML = (
 )
 
 
-class RequestSlots:
-    """WSGI middleware: at most ``slots`` requests in ``application`` at once."""
+class DjangoThreads:
+    """WSGI middleware: ``application`` runs on ``threads`` threads of its own."""
 
-    def __init__(self, application: WSGIApp, *, slots: int, wait: float) -> None:
+    def __init__(self, application: WSGIApp, *, threads: int, wait: float) -> None:
         self.application = application
         self.wait = wait
-        self._slots = threading.BoundedSemaphore(slots)
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="django")
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not self._slots.acquire(timeout=self.wait):
-            return self._busy(environ, start_response)
-        try:
-            # Django's response is complete here; a streamed body (static files) is sent
-            # after the slot is given back, needing no database.
+        if environ.get("PATH_INFO") in EXEMPT:
             return self.application(environ, start_response)
-        finally:
-            self._slots.release()
+        started = threading.Event()
+
+        def run() -> Iterable[bytes]:
+            started.set()
+            return self.application(environ, start_response)
+
+        future = self._threads.submit(run)
+        # cancel() fails once a thread has taken the request up: then it is waited for, and
+        # Django's own timeouts bound it.
+        if not started.wait(self.wait) and future.cancel():
+            return self._busy(environ, start_response)
+        # Django's response is complete here; a streamed body (static files) is sent by the
+        # pool thread, needing no database.
+        return future.result()
 
     def _busy(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         metrics.API_REQUESTS_SHED.inc()
-        logger.warning("no request slot within %.1fs; %s answered 503", self.wait, environ.get("PATH_INFO"))
+        logger.warning("no Django thread within %.1fs; %s answered 503", self.wait, environ.get("PATH_INFO"))
         html = "text/html" in environ.get("HTTP_ACCEPT", "")
         body, content_type = (_HTML, "text/html; charset=utf-8") if html else (_JSON, "application/json")
         start_response(

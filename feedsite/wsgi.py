@@ -12,16 +12,16 @@ from django.conf import settings  # noqa: E402  (the settings are loaded above)
 
 from core.db.timeouts import db_timeouts_use  # noqa: E402
 from feeds.fastpath import CachedFeedPages  # noqa: E402
-from feedsite.admission import RequestSlots  # noqa: E402
+from feedsite.admission import DjangoThreads  # noqa: E402
 
 # A request waits for the database a few seconds at most (a 503 after that).
 db_timeouts_use(
     lock_timeout_ms=settings.DB_LOCK_TIMEOUT_MS, statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS
 )
-# Cached first feed pages are answered in front of Django; everything else takes one of its
-# request slots first, or is answered 503 when none comes free in time.
+# Cached first feed pages are answered in front of Django; everything else goes to one of
+# Django's own threads, or is answered 503 when none takes it up in time.
 application = CachedFeedPages(
-    RequestSlots(
-        django_application, slots=settings.API_REQUEST_SLOTS, wait=settings.API_REQUEST_QUEUE_MS / 1000
+    DjangoThreads(
+        django_application, threads=settings.API_DJANGO_THREADS, wait=settings.API_REQUEST_QUEUE_MS / 1000
     )
 )

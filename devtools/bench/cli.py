@@ -55,6 +55,7 @@ def settings_env() -> dict[str, str]:
         "DJANGO_DEBUG": "false",
         "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "2"),
         "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "4"),
+        "GUNICORN_QUEUE_THREADS": os.environ.get("GUNICORN_QUEUE_THREADS", "28"),
         "FANOUT_BATCH_SIZE": os.environ.get("FANOUT_BATCH_SIZE", "500"),
         "FANOUT_FOLLOWER_LIMIT": str(FOLLOWER_LIMIT),
         "THROTTLE_POSTS_RATE": "",

@@ -156,8 +156,8 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
 DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT_MS", default=2000)
 # Milliseconds one statement of an API request may run (statement_timeout). Default: 5000.
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=5000)
-# Requests each API process runs in Django at once: gunicorn's GUNICORN_THREADS. Default: 4.
-API_REQUEST_SLOTS = env.int("GUNICORN_THREADS", default=4)
+# Threads of each API process that run requests in Django (GUNICORN_THREADS). Default: 4.
+API_DJANGO_THREADS = env.int("GUNICORN_THREADS", default=4)
 # Milliseconds a request waits for one of them before it is answered 503 with Retry-After;
 # meanwhile the GUNICORN_QUEUE_THREADS further threads answer cached first pages. Default: 500.
 API_REQUEST_QUEUE_MS = env.int("API_REQUEST_QUEUE_MS", default=500)

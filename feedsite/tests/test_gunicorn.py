@@ -2,9 +2,11 @@
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from eventbus.models import OutboxMessage
@@ -90,3 +92,33 @@ def test_rate_limits_are_shared_by_all_gunicorn_workers(gunicorn, make_user):
 
     assert [r.status_code for r in responses] == [201] * 5 + [429] * 4
     assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in responses[5:])
+
+
+def database_connections() -> int:
+    """Connections to the suite's database, but this one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        [(count,)] = cursor.fetchall()
+    return count
+
+
+def test_only_the_django_threads_hold_database_connections(gunicorn, make_user):
+    """Thirty concurrent posts reach a worker of 2 Django and 28 queue threads: at most 2
+    database connections are opened, as with 2 threads."""
+    tokens = [Token.objects.create(user=make_user()).key for _ in range(30)]
+    before = database_connections()
+    base, _ = gunicorn(GUNICORN_WORKERS="1", GUNICORN_THREADS="2", API_REQUEST_QUEUE_MS="10000")
+
+    def post(token: str) -> int:
+        return requests.post(
+            f"{base}/posts", json={"content": "hi"}, headers={"Authorization": f"Token {token}"}, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(post, tokens))
+
+    assert statuses == [201] * 30
+    assert database_connections() - before <= 2
