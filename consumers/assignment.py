@@ -37,8 +37,10 @@ class Assignment:
         self.stall_seconds = stall_seconds
         self._paused: set[Partition] = set()
         self._waiting = False
-        # When each owned partition last handed out a message, or was assigned.
+        # When each owned partition last handed out a message, was assigned, or ended a wait.
         self._fetched: dict[Partition, float] = {}
+        # When the broker was last asked about each idle partition.
+        self._asked: dict[Partition, float] = {}
 
     def owned(self) -> set[Partition]:
         return {_key(tp) for tp in self.consumer.assignment()}
@@ -68,7 +70,11 @@ class Assignment:
         self._paused -= revoked
         for topic, partition in revoked:
             self._fetched.pop((topic, partition), None)
-            metrics.FANOUT_PARTITION_STALLED.labels(topic, str(partition)).set(0)
+            self._asked.pop((topic, partition), None)
+            # Another worker reports these now: no figure of this one may linger in the sums.
+            for gauge in (metrics.FANOUT_PARTITION_STALLED, metrics.CONSUMER_LAG):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
         consumer.incremental_unassign(partitions)
         self._changed("revoked", partitions)
 
@@ -109,6 +115,9 @@ class Assignment:
             paused, self._paused = self._paused, set()
             if paused:
                 self.consumer.resume([TopicPartition(t, p) for t, p in sorted(paused)])
+            # A wait on purpose is not a stall: the guard counts from its end.
+            now = time.monotonic()
+            self._fetched.update((key, now) for key in paused)
 
     def fetched(self, messages: Iterable[Message]) -> None:
         """Note that these messages' partitions handed out messages now."""
@@ -121,25 +130,35 @@ class Assignment:
         on purpose: a partition no longer fetched from delays its events without limit.
 
         The high watermark of a partition being fetched from comes with its fetches; an
-        idle one's is as old as its last fetch, so the broker is asked for it, and after
-        the first unanswered question no more in this round (a down broker must not
-        hold up the loop for long)."""
+        idle one's is as old as its last fetch, so the broker is asked for it, at most once
+        per quarter of ``stall_seconds`` each, and after the first unanswered question no
+        more in this round (a down broker must not hold up the loop for long)."""
         now = time.monotonic()
         broker_answers = True
-        for tp in self.consumer.position(self.consumer.assignment()):
+        try:
+            positions = self.consumer.position(self.consumer.assignment())
+        except KafkaException as exc:
+            logger.debug("lag not observed: %s", exc)
+            return
+        for tp in positions:
             key = _key(tp)
             idle = now - self._fetched.setdefault(key, now)
             suspect = idle > self.stall_seconds and key not in self._paused
-            if suspect and not broker_answers:
+            if not suspect:
+                metrics.FANOUT_PARTITION_STALLED.labels(tp.topic, str(tp.partition)).set(0)
+            if suspect and (not broker_answers or now - self._asked.get(key, 0.0) < self.stall_seconds / 4):
                 continue
             try:
+                if suspect:
+                    self._asked[key] = now
                 low, high = self.consumer.get_watermark_offsets(
                     tp, timeout=WATERMARK_TIMEOUT, cached=not suspect
                 )
                 position = tp.offset if tp.offset >= 0 or not suspect else self._committed(tp, low)
             except KafkaException as exc:
                 logger.debug("lag of partition %s not observed: %s", tp.partition, exc)
-                broker_answers = not suspect
+                if suspect:
+                    broker_answers = False
                 continue
             if high < 0 or position < 0:
                 continue

@@ -131,8 +131,8 @@ class FanoutWorker:
             self._apply_with_retry(messages)
         self.effects.tick()
         if time.monotonic() - self._lag_refreshed > LAG_REFRESH_SECONDS:
-            self._lag_refreshed = time.monotonic()
             self.assignment.observe()
+            self._lag_refreshed = time.monotonic()
         return len(messages)
 
     def _consume(self) -> list[Message]:

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from django.http.response import HttpResponseBase
+
 from core import metrics
 from core.logcontext import REQUEST_ID_HEADER, request_id_of
 
@@ -50,15 +52,21 @@ class DjangoThreads:
 
         def run() -> Iterable[bytes]:
             started.set()
-            return self.application(environ, start_response)
+            response = self.application(environ, start_response)
+            if isinstance(response, HttpResponseBase) and not response.streaming:
+                # Closed here, so that Django's request_finished (close_old_connections)
+                # runs on the thread whose connection it is.
+                body = response.content
+                response.close()
+                return [body]
+            # A streamed body (static files) is sent by the pool thread, needing no database.
+            return response
 
         future = self._threads.submit(run)
         # cancel() fails once a thread has taken the request up: then it is waited for, and
         # Django's own timeouts bound it.
         if not started.wait(self.wait) and future.cancel():
             return self._busy(environ, start_response)
-        # Django's response is complete here; a streamed body (static files) is sent by the
-        # pool thread, needing no database.
         return future.result()
 
     def _busy(self, environ: dict, start_response: Callable) -> Iterable[bytes]:

@@ -7,7 +7,8 @@ the log, and the metrics go only to the networks in METRICS_ALLOWED_NETWORKS.
 import functools
 import ipaddress
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
@@ -36,7 +37,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 # The database check runs on a thread of its own, so that a database that accepts
 # connections but does not answer in time is reported down after READY_TIMEOUT instead of
-# holding the probe; while one check hangs, the next ones queue behind it and time out too.
+# holding the probe.
 _database_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz-database")
 
 
@@ -50,9 +51,20 @@ def _select_one() -> None:
         connection.close()
 
 
+_database_check: Future | None = None
+_database_check_lock = threading.Lock()
+
+
 def _database() -> None:
+    """``SELECT 1`` on the checker's thread, waited for READY_TIMEOUT at most; while a
+    check that timed out still hangs, the database is down without asking again."""
+    global _database_check
+    with _database_check_lock:
+        if _database_check is not None and not _database_check.done():
+            raise TimeoutError("the previous check is still waiting for an answer")
+        _database_check = check = _database_checker.submit(_select_one)
     try:
-        _database_checker.submit(_select_one).result(timeout=READY_TIMEOUT)
+        check.result(timeout=READY_TIMEOUT)
     except FutureTimeout:
         raise TimeoutError(f"no answer within {READY_TIMEOUT}s") from None
 

@@ -37,17 +37,21 @@ def publish(settings, partition: int, count: int) -> None:
     assert producer.flush(10) == 0
 
 
-def fetch(consumer: Consumer, *, seconds: float) -> list:
-    """Every message the consumer hands out within ``seconds``."""
+def fetch(consumer: Consumer, *, seconds: float, count: int | None = None) -> list:
+    """The messages the consumer hands out within ``seconds``, or until ``count`` came."""
     messages, deadline = [], time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        messages += [m for m in consumer.consume(10, min(left, 0.2)) if m.error() is None]
+    while (left := deadline - time.monotonic()) > 0 and (count is None or len(messages) < count):
+        wanted = 10 if count is None else count - len(messages)
+        messages += [m for m in consumer.consume(wanted, min(left, 0.2)) if m.error() is None]
     return messages
 
 
 def stalled(settings, partition: int) -> float:
+    """The partition's stalled gauge; it must have been observed."""
     labels = {"topic": settings.FEED_EVENTS_TOPIC, "partition": str(partition)}
-    return REGISTRY.get_sample_value("feed_fanout_partition_stalled_seconds", labels) or 0.0
+    value = REGISTRY.get_sample_value("feed_fanout_partition_stalled_seconds", labels)
+    assert value is not None, f"partition {partition} was not observed"
+    return value
 
 
 def test_librdkafka_keeps_a_pause_across_unassign_and_assign(settings, consumer):
@@ -71,9 +75,10 @@ def test_a_partition_revoked_during_a_wait_is_fetched_from_once_assigned_back(se
 
     with assignment.all_paused():
         assignment.on_revoke(consumer, [tp])
-    assignment.on_assign(consumer, [TopicPartition(settings.FEED_EVENTS_TOPIC, 0)])
+    # Assigned back without the callback's own resume: only the revocation's resume counts.
+    consumer.incremental_assign([TopicPartition(settings.FEED_EVENTS_TOPIC, 0)])
 
-    assert len(fetch(consumer, seconds=10)) == 3
+    assert len(fetch(consumer, seconds=10, count=3)) == 3
 
 
 def test_a_partition_assigned_during_a_wait_is_paused_until_it_ends(settings, consumer):
@@ -83,7 +88,7 @@ def test_a_partition_assigned_during_a_wait_is_paused_until_it_ends(settings, co
     with assignment.all_paused():
         assignment.on_assign(consumer, [TopicPartition(settings.FEED_EVENTS_TOPIC, 1)])
         during = fetch(consumer, seconds=2)
-    after = fetch(consumer, seconds=10)
+    after = fetch(consumer, seconds=10, count=2)
 
     assert during == []
     assert len(after) == 2
@@ -98,7 +103,7 @@ def test_a_partition_assigned_with_a_pause_left_from_before_is_resumed(settings,
 
     Assignment(consumer, stall_seconds=60).on_assign(consumer, [tp])
 
-    assert len(fetch(consumer, seconds=10)) == 2
+    assert len(fetch(consumer, seconds=10, count=2)) == 2
 
 
 def test_an_owned_partition_not_fetched_from_with_messages_left_is_reported(settings, consumer, caplog):
@@ -117,17 +122,29 @@ def test_an_owned_partition_not_fetched_from_with_messages_left_is_reported(sett
     assert "partition 0 is owned but handed out no message" in caplog.text
 
 
-def test_partitions_paused_on_purpose_or_fetched_from_are_not_reported(settings, consumer):
+def test_a_partition_with_messages_left_is_not_reported_for_a_wait_on_purpose(settings, consumer):
     tps = [TopicPartition(settings.FEED_EVENTS_TOPIC, p) for p in (0, 1)]
-    assignment = Assignment(consumer, stall_seconds=0)
+    assignment = Assignment(consumer, stall_seconds=60)
     assignment.on_assign(consumer, tps)
     publish(settings, 0, 2)
-    publish(settings, 1, 2)
+    # Owned for longer than stall_seconds, all of it paused for a retry wait.
+    assignment._fetched = {key: time.monotonic() - 120 for key in assignment._fetched}
     with assignment.all_paused():
-        assignment.observe()
-        paused = stalled(settings, 0), stalled(settings, 1)
-    assignment.fetched(fetch(consumer, seconds=5))
+        pass
+
     assignment.observe()
 
-    assert paused == (0, 0)
     assert (stalled(settings, 0), stalled(settings, 1)) == (0, 0)
+
+
+def test_a_partition_fetched_from_lately_is_not_reported(settings, consumer):
+    tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 0)
+    assignment = Assignment(consumer, stall_seconds=60)
+    assignment.on_assign(consumer, [tp])
+    publish(settings, 0, 3)
+    assignment._fetched = {key: time.monotonic() - 120 for key in assignment._fetched}
+    assignment.fetched(fetch(consumer, seconds=10, count=1))  # one of three: two are left
+
+    assignment.observe()
+
+    assert stalled(settings, 0) == 0

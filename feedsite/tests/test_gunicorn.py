@@ -98,8 +98,8 @@ def database_connections() -> int:
     """Connections to the suite's database, but this one."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
         [(count,)] = cursor.fetchall()
     return count

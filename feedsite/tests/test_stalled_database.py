@@ -229,7 +229,7 @@ def test_under_a_table_lock_posts_get_quick_503s_cached_reads_answer_and_retries
     assert max(seconds for _, seconds in answered) < LOCK_TIMEOUT + 1
     assert len(reads) >= LOCK_SECONDS * 3
     assert {status for status, _ in reads} == {200}
-    assert max(seconds for _, seconds in reads) < 0.5, "cached reads queued behind the database"
+    assert max(seconds for _, seconds in reads) < 1, "cached reads queued behind the database"
     for client, user in zip(clients, posters, strict=True):
         assert len(client.created) == POSTS_EACH, f"poster {client.index}: {client.answers}"
         assert Post.objects.filter(author=user).count() == POSTS_EACH, "each post stored exactly once"
