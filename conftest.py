@@ -31,6 +31,7 @@ from devtools.broker import broker_start, broker_stop
 from eventbus import producer
 from eventbus.outbox import OutboxRelay, relay_loop
 from eventbus.topics import topics_ensure
+from follows.models import Reader
 from tests.helpers import ROOT, free_port, stop_process, subprocess_env, wait_for, worker_assigned
 
 User = get_user_model()
@@ -152,9 +153,14 @@ def redis_clean() -> Iterator[None]:
 
 @pytest.fixture
 def make_user(db) -> Callable[..., User]:
-    def make(username: str | None = None, **extra: object) -> User:
+    """A user, active (seen now, feed complete) unless ``active=False``: never seen."""
+
+    def make(username: str | None = None, *, active: bool = True, **extra: object) -> User:
         username = username or f"user{next(_names)}"
-        return User.objects.create_user(username=username, password="pw-Secret-123", **extra)
+        user = User.objects.create_user(username=username, password="pw-Secret-123", **extra)
+        if active:
+            Reader.objects.create(user=user, seen_at=timezone.now(), feed_complete=True)
+        return user
 
     return make
 

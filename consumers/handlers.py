@@ -29,6 +29,7 @@ def post_created(events: Sequence[Event]) -> FeedChanges:
     changes = feed_fanout_posts(post_ids=[event.payload.post_id for event in events])
     changes.posted_at += [event.occurred_at for event in events]
     metrics.FANOUT_ROWS.inc(changes.rows)
+    metrics.FANOUT_ROWS_SKIPPED.inc(changes.skipped)
     return changes
 
 

@@ -48,3 +48,13 @@ def throttle_key(scope: str, ident: str) -> str:
 def follow_suggestions_key() -> str:
     """The most-followed accounts, with their follower counts, for "who to follow"."""
     return f"{_prefix()}:follows:most-followed"
+
+
+def reader_seen_key_prefix() -> str:
+    """reader_seen_key without the user id, for the Lua script that appends it."""
+    return f"{_prefix()}:reader:seen:"
+
+
+def reader_seen_key(user_id: int | str) -> str:
+    """Present while a user was recorded as seen within FEED_ACTIVITY_RESOLUTION_SECONDS."""
+    return f"{reader_seen_key_prefix()}{user_id}"

@@ -25,6 +25,12 @@ FANOUT_EVENTS = Counter("feed_fanout_events", "Events the fan-out worker applied
 FANOUT_ROWS = Counter(
     "feed_fanout_rows", "Feed entries added by fan-out (new ones only) and written by backfill on follow."
 )
+FANOUT_ROWS_SKIPPED = Counter(
+    "feed_fanout_rows_skipped", "Feed entries fan-out did not write because the follower is not active."
+)
+FEED_VACUUMED = Counter(
+    "feed_vacuumed_entries", "Stored entries of users inactive past FEED_ACTIVE_SECONDS, deleted."
+)
 FEED_TRIMMED = Counter("feed_trimmed_entries", "Feed entries deleted to keep feeds within FEED_MAX_ENTRIES.")
 FANOUT_BATCH_DURATION = Histogram(
     "feed_fanout_batch_duration_seconds",

@@ -3,16 +3,18 @@
 the writing is here. Table names come from the models, so they follow the models.
 """
 
+import datetime
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from follows.models import Follow
+from follows.models import Follow, Reader
 from posts.models import Post
 from posts.services import post_create
 
@@ -46,7 +48,18 @@ def users_ensure(
                 [User(username=name, password=hashed) for name in batch], ignore_conflicts=True
             )
         ids = dict(User.objects.filter(username__in=usernames).values_list("username", "pk"))
+        readers_ensure(list(ids.values()))
     return [ids[name] for name in usernames], len(missing)
+
+
+def readers_ensure(user_ids: Sequence[int], *, seen_at: datetime.datetime | None = None) -> None:
+    """These users seen at ``seen_at`` (default now), their feeds complete, unless already
+    recorded: active, as if they had just signed up (``follows.activity``)."""
+    seen_at = seen_at or timezone.now()
+    for batch in batches(list(user_ids), BULK_BATCH):
+        Reader.objects.bulk_create(
+            [Reader(user_id=pk, seen_at=seen_at, feed_complete=True) for pk in batch], ignore_conflicts=True
+        )
 
 
 def tokens_ensure(user_ids: Sequence[int]) -> tuple[dict[int, str], int]:

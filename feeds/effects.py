@@ -9,7 +9,8 @@ handlers returned:
 - ``committed``, after that transaction committed: invalidate the pages and forget the
   rows, note the feeds that grew beyond what they can hold for trimming, observe the
   post-to-feed latency;
-- ``tick``, on every loop iteration: trim those feeds, a step at a time;
+- ``tick``, on every loop iteration: trim those feeds, a step at a time, and now and then
+  drop a step of idle users' stored feeds (``feeds_vacuum``);
 - ``recover``, when a worker starts: invalidate what a crashed one left stale.
 """
 
@@ -25,8 +26,9 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from feeds.cache import pages_invalidate
-from feeds.services import FeedChanges, feeds_trim_measured
+from feeds.services import FeedChanges, feeds_trim_measured, feeds_vacuum
 from feeds.stalepages import stale_pages_flush, stale_pages_forget, stale_pages_record
+from posts.services import post_requests_prune
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +38,18 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError)
 # Feeds trimmed per loop iteration: each step holds up the next batch, and on the bench
 # graph (800-entry bound) a step of 500 feeds took 170-290 ms, one of 100 about 35 ms.
 TRIM_STEP = 100
+# Expired Idempotency-Keys deleted per vacuum step.
+PRUNE_STEP = 1000
 
 
 class FeedEffects:
     """The fan-out worker's hook into the feeds: page invalidation, trimming, latency."""
 
-    def __init__(self, *, trim_interval: float = 0.0) -> None:
+    def __init__(self, *, trim_interval: float = 0.0, vacuum_interval: float = 0.0) -> None:
         self.trim_interval = trim_interval
+        # Seconds between steps of dropping idle users' feeds; 0: never (vacuum_feeds does it).
+        self.vacuum_interval = vacuum_interval
+        self._vacuumed_at = time.monotonic()
         # Kept until Redis took them: a retry after a failure skips the applied messages,
         # so it would otherwise never invalidate these pages. Their rows cover a crash.
         self._stale: set[int] = set()
@@ -110,10 +117,40 @@ class FeedEffects:
                 self._untrimmed.add(user_id)
 
     def tick(self) -> None:
-        """Trim the grown feeds, once a round is due or while one is under way."""
+        """Trim the grown feeds, once a round is due or while one is under way; drop a step
+        of idle users' feeds once one is due."""
         due = self._untrimmed and time.monotonic() - self._trimmed_at >= self.trim_interval
         if self._trimming or due:
             self._trim()
+        if self.vacuum_interval and time.monotonic() - self._vacuumed_at >= self.vacuum_interval:
+            self._vacuum()
+
+    def _vacuum(self) -> None:
+        """One step of vacuum_feeds (FEED_VACUUM_BATCH users), and of deleting expired
+        Idempotency-Keys (PRUNE_STEP); the next one at the next interval, or at once while
+        this one found a full step to do."""
+        started = time.monotonic()
+        try:
+            result = feeds_vacuum(users=settings.FEED_VACUUM_BATCH)
+            keys = post_requests_prune(limit=PRUNE_STEP)
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("feed vacuum failed (%s: %s); will retry", type(exc).__name__, exc)
+            close_old_connections()
+            self._vacuumed_at = time.monotonic()
+            return
+        full = result.users == settings.FEED_VACUUM_BATCH or keys == PRUNE_STEP
+        self._vacuumed_at = 0.0 if full else time.monotonic()
+        metrics.FEED_VACUUMED.inc(result.entries)
+        if result.users or keys:
+            logger.info(
+                "idle feeds vacuumed",
+                extra={
+                    "users": result.users,
+                    "entries": result.entries,
+                    "expired_idempotency_keys": keys,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
 
     def _trim(self) -> None:
         """Trim the feeds that grew since the last round back to FEED_MAX_ENTRIES.

@@ -7,7 +7,8 @@ what the lookup does, and a cache hit needs none of it.
 
 Anything it is not sure of goes to Django unchanged, where FeedView gives the same answer
 the slow way: another path or method, a query string, a token, page or generation
-missing from Redis, a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
+missing from Redis, a reader whose activity marker expired (Django records them as
+seen), a stale page, a user reading someone else's feed, a Host not in ALLOWED_HOSTS,
 plain HTTP under SECURE_SSL_REDIRECT, or Redis down. The headers are those Django's
 security and X-Frame-Options middleware put on the slow path's response, worked out once
 by those middleware themselves, plus the X-Request-ID that RequestContextMiddleware gives
@@ -34,7 +35,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from core import metrics
-from core.cache_keys import feed_generation_key, feed_page_key
+from core.cache_keys import feed_generation_key, feed_page_key, reader_seen_key
 from core.converters import IdConverter
 from core.logcontext import REQUEST_ID_HEADER, request_id_of
 from feeds.cache import page_body
@@ -130,15 +131,17 @@ class CachedFeedPages:
             return None  # Django redirects to HTTPS, or answers 400.
         user_id = int(match[1])
         try:
-            owner, epoch, generation, page = self.redis.mget(
+            owner, epoch, seen, generation, page = self.redis.mget(
                 *cached_token_keys(token, user_id=user_id),
+                reader_seen_key(user_id),
                 feed_generation_key(user_id),
                 feed_page_key(user_id),
             )
         except RedisError:
             logger.warning("feed cache unavailable; answering the slow way")
             return None
-        # Only a token cached as this user's, active and current, counts (follows.tokencache).
-        if not cached_token_is_users(owner, epoch, user_id=user_id):
+        # Only a token cached as this user's, active and current, counts (follows.tokencache);
+        # a reader not recorded as seen lately is recorded by the slow way (follows.activity).
+        if seen is None or not cached_token_is_users(owner, epoch, user_id=user_id):
             return None
         return page_body(page, generation)

@@ -10,6 +10,10 @@ sources make it up:
 - below the oldest stored entry, the posts of every followed author, pulled from the
   posts index, so that history does not end where the stored entries do.
 
+While a user's stored feed is not trusted (they came back after FEED_ACTIVE_SECONDS away,
+and its rebuild has not committed yet; ``follows.activity``), the stored entries are left
+out and the last source covers the whole feed.
+
 Each page is the newest ``limit`` posts older than the cursor across these sources, so
 paging with the last id as cursor yields every post once, in order, while new posts
 arrive above it.
@@ -22,6 +26,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from feeds.models import FeedEntry, PulledAuthor
+from follows.activity import reader_feed_trusted
 from follows.models import Follow
 from posts.models import Post
 
@@ -136,16 +141,23 @@ def _pulled_authors_of(user_id: int) -> list[int]:
 
 
 def feed_post_ids(
-    *, user_id: int, count: int, before_post_id: int | None = None, with_own_posts: bool = False
+    *,
+    user_id: int,
+    count: int,
+    before_post_id: int | None = None,
+    with_own_posts: bool = False,
+    stored: bool = True,
 ) -> list[int]:
     """The ids of the newest ``count`` posts of a user's feed below ``before_post_id``.
 
     With ``with_own_posts``, the user's own posts are also read from the posts index (one
     short scan of post_author_newest), so a post they just wrote is there before the
-    worker has copied it into their feed: the web timeline shows it at once.
+    worker has copied it into their feed: the web timeline shows it at once. Without
+    ``stored``, the stored entries are not used: the whole feed is merged from the posts
+    index, as for a user who comes back (``reader_feed_trusted``).
     """
     before = before_post_id or NEWEST
-    stored = _stored_ids(user_id, before=before, count=count)
+    stored = _stored_ids(user_id, before=before, count=count) if stored else []
     merged = _pulled_authors_of(user_id)
     if with_own_posts and user_id not in merged:
         merged.append(user_id)
@@ -163,9 +175,15 @@ def feed_post_ids(
 def feed_posts(
     *, user_id: int, limit: int, before_post_id: int | None = None, with_own_posts: bool = False
 ) -> list[Post]:
-    """Up to ``limit`` posts of a user's feed, newest first, older than ``before_post_id``."""
+    """Up to ``limit`` posts of a user's feed, newest first, older than ``before_post_id``:
+    from the stored entries and what is merged with them while the user's stored feed is
+    trusted, otherwise all merged at read time."""
     ids = feed_post_ids(
-        user_id=user_id, count=limit, before_post_id=before_post_id, with_own_posts=with_own_posts
+        user_id=user_id,
+        count=limit,
+        before_post_id=before_post_id,
+        with_own_posts=with_own_posts,
+        stored=reader_feed_trusted(user_id=user_id),
     )
     return list(Post.objects.filter(pk__in=ids).select_related("author").order_by("-pk"))
 
@@ -188,6 +206,7 @@ class EntrySource(enum.StrEnum):
     """Where a read found a post of a feed (see the module's docstring)."""
 
     STORED = "stored entry"
+    AWAY = "merged: the reader's stored feed is not used until it is rebuilt"
     PULLED_AUTHOR = "merged from a big account"
     UNCOPIED = "pulled: older than the follow's backfill copied"
     HISTORY = "pulled from history, below the oldest stored entry"
@@ -196,6 +215,8 @@ class EntrySource(enum.StrEnum):
 def feed_entry_sources(*, user_id: int, posts: Sequence[tuple[int, int]]) -> dict[int, EntrySource]:
     """For posts of a user's feed, given as (post_id, author_id), the source a read took
     each from, by post id, in the order ``feed_post_ids`` merges them."""
+    if not reader_feed_trusted(user_id=user_id):
+        return {post_id: EntrySource.AWAY for post_id, _ in posts}
     post_ids = [post_id for post_id, _ in posts]
     authors = {author_id for _, author_id in posts}
     stored = set(
@@ -231,4 +252,5 @@ def feed_entry_sources(*, user_id: int, posts: Sequence[tuple[int, int]]) -> dic
 def feed_reaches_post(*, user_id: int, post_id: int) -> bool:
     """Whether paging through the user's feed comes to this post: the read the API makes
     for a page whose cursor lies just above it."""
-    return feed_post_ids(user_id=user_id, count=1, before_post_id=post_id + 1) == [post_id]
+    trusted = reader_feed_trusted(user_id=user_id)
+    return feed_post_ids(user_id=user_id, count=1, before_post_id=post_id + 1, stored=trusted) == [post_id]

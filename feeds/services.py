@@ -20,7 +20,8 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from feeds.models import FeedEntry, PulledAuthor
-from follows.models import Follow
+from follows.activity import active_since
+from follows.models import Follow, Reader
 from posts.models import Post
 
 INSERT_BATCH_SIZE = 5000
@@ -36,6 +37,8 @@ class FeedChanges:
     """What a write did: rows written, and whose feeds changed or grew."""
 
     rows: int = 0
+    # Rows fan-out did not write because the follower is not active.
+    skipped: int = 0
     # Cached pages of these users are stale.
     changed: set[int] = field(default_factory=set)
     # These feeds gained entries, at most this many each, and may need trimming to
@@ -47,6 +50,7 @@ class FeedChanges:
 
     def __ior__(self, other: "FeedChanges") -> "FeedChanges":
         self.rows += other.rows
+        self.skipped += other.skipped
         self.changed |= other.changed
         self.grown.update(other.grown)
         self.posted_at += other.posted_at
@@ -84,14 +88,23 @@ def _followers_of(author_ids: Iterable[int]) -> dict[int, list[int]]:
     return followers
 
 
-def _follower_counts(author_ids: Iterable[int]) -> dict[int, int]:
+def _follower_counts(author_ids: Iterable[int], *, since: datetime.datetime) -> dict[int, tuple[int, int]]:
+    """Each author's followers: (all of them, the active ones)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT followee_id, count(*) FROM {Follow._meta.db_table}"
-            " WHERE followee_id = ANY(%s) GROUP BY followee_id",
-            [sorted(set(author_ids))],
+            f"SELECT f.followee_id, count(*), count(*) FILTER (WHERE r.seen_at > %s)"
+            f" FROM {Follow._meta.db_table} AS f"
+            f" LEFT JOIN {Reader._meta.db_table} AS r ON r.user_id = f.follower_id"
+            " WHERE f.followee_id = ANY(%s) GROUP BY f.followee_id",
+            [since, sorted(set(author_ids))],
         )
-        return dict(cursor.fetchall())
+        return {author: (total, active) for author, total, active in cursor.fetchall()}
+
+
+def _active(user_ids: Iterable[int], *, since: datetime.datetime) -> set[int]:
+    return set(
+        Reader.objects.filter(user_id__in=set(user_ids), seen_at__gt=since).values_list("user_id", flat=True)
+    )
 
 
 # Joins the worker's transaction, whose handler savepoint already isolates a failure.
@@ -105,16 +118,19 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     Python per row). Entries already present are left alone, so a replay writes nothing;
     the feeds that did gain a row are the ones whose cached pages are stale.
 
-    An author with more than FANOUT_FOLLOWER_LIMIT followers gets no rows at all: they are
-    marked as pulled, their followers' feeds merge their posts at read time, and only
+    Only active followers get rows (``follows.activity``): an idle one's feed is merged at
+    read time when they come back; the rows not written are counted in ``skipped``. An
+    author with more than FANOUT_FOLLOWER_LIMIT active followers gets no rows at all: they
+    are marked as pulled, their followers' feeds merge their posts at read time, and only
     those followers' cached pages are made stale. Posts that no longer exist are skipped.
     """
     authors = dict(Post.objects.filter(pk__in=set(post_ids)).values_list("pk", "author_id"))
     if not authors:
         return FeedChanges()
     _lock_authors(authors.values(), exclusive=False)
-    counts = _follower_counts(authors.values())
-    pulled = {a for a in set(authors.values()) if counts.get(a, 0) > settings.FANOUT_FOLLOWER_LIMIT}
+    since = active_since()
+    counts = _follower_counts(authors.values(), since=since)
+    pulled = {a for a in set(authors.values()) if counts.get(a, (0, 0))[1] > settings.FANOUT_FOLLOWER_LIMIT}
     changes = FeedChanges()
     if pulled:
         PulledAuthor.objects.bulk_create([PulledAuthor(user_id=a) for a in pulled], ignore_conflicts=True)
@@ -125,15 +141,21 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     fanned = sorted(post_id for post_id, author_id in authors.items() if author_id not in pulled)
     if fanned:
         with connection.cursor() as cursor:
+            # The author's own row is unconditional: posting made them active.
             cursor.execute(
                 f"INSERT INTO {FeedEntry._meta.db_table} (user_id, post_id)"
                 f" SELECT f.follower_id, p.id FROM {Post._meta.db_table} AS p"
-                f" JOIN {Follow._meta.db_table} AS f ON f.followee_id = p.author_id WHERE p.id = ANY(%s)"
+                f" JOIN {Follow._meta.db_table} AS f ON f.followee_id = p.author_id"
+                f" JOIN {Reader._meta.db_table} AS r ON r.user_id = f.follower_id AND r.seen_at > %s"
+                " WHERE p.id = ANY(%s)"
                 f" UNION ALL SELECT p.author_id, p.id FROM {Post._meta.db_table} AS p WHERE p.id = ANY(%s)"
                 " ON CONFLICT DO NOTHING RETURNING user_id",
-                [fanned, fanned],
+                [since, fanned, fanned],
             )
             written = [user_id for (user_id,) in cursor.fetchall()]
+        changes.skipped = sum(
+            total - active for total, active in (counts.get(authors[post_id], (0, 0)) for post_id in fanned)
+        )
         changes.rows = len(written)
         changes.grown.update(written)
         changes.changed.update(written)
@@ -186,10 +208,13 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     other followees that trimming removed. When the limit cuts the copy short, the
     follow's ``pull_below`` is set to the oldest post copied; otherwise it is cleared.
 
-    Pulled authors are skipped: their posts are merged at read time anyway.
+    Pulled authors are skipped: their posts are merged at read time anyway. So are
+    followers who are not active: their feeds are rebuilt when they come back.
     """
     follows = set(follows)
     current = _following(follows)
+    active = _active({follower for follower, _ in current}, since=active_since())
+    current = {(follower, followee) for follower, followee in current if follower in active}
     changes = FeedChanges(changed={follower for follower, _ in follows})
     if not current:
         return changes
@@ -300,12 +325,13 @@ def feeds_trim_measured(*, user_ids: Iterable[int]) -> tuple[int, dict[int, int]
     return deleted, sizes
 
 
-# The entries a feed should hold: the newest FEED_MAX_ENTRIES posts of its owner and of
-# the accounts they follow, except pulled authors, whose posts are merged at read time.
+# The entries a feed should hold: for an active user, the newest FEED_MAX_ENTRIES posts of
+# its owner and of the accounts they follow, except pulled authors, whose posts are merged
+# at read time; for any other user, none.
 # One short index scan (post_author_newest) per author, merged per user.
 REBUILD_TARGET = f"""
     target AS (
-        SELECT u.id AS user_id, t.post_id FROM unnest(%(users)s::bigint[]) AS u (id)
+        SELECT u.id AS user_id, t.post_id FROM unnest(%(active)s::bigint[]) AS u (id)
         CROSS JOIN LATERAL (
             SELECT p.id AS post_id FROM (
                 SELECT u.id AS author_id
@@ -337,7 +363,8 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
     """Recompute the stored entries of these users' feeds from posts and follows.
 
     Missing entries are added and entries that do not belong (an unfollowed author, a
-    deleted post, or beyond FEED_MAX_ENTRIES) are removed, in one statement of one
+    deleted post, beyond FEED_MAX_ENTRIES, or any entry of a user who is not active) are
+    removed, in one statement of one
     transaction: readers see the old feed until the new one commits, never an empty one.
     Fan-outs may run meanwhile; an entry one of them commits later is kept. Running it
     again changes nothing. With ``dry_run`` nothing is written. Cached pages are not
@@ -346,7 +373,8 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
     users = sorted(set(user_ids))
     if not users:
         return RebuildResult()
-    params = {"users": users, "entries": settings.FEED_MAX_ENTRIES}
+    active = sorted(_active(users, since=active_since()))
+    params = {"users": users, "active": active, "entries": settings.FEED_MAX_ENTRIES}
     if dry_run:
         sql = f"""WITH {REBUILD_TARGET},
             current AS (SELECT f.user_id, f.post_id FROM {FeedEntry._meta.db_table} AS f
@@ -380,4 +408,48 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
         for kind, user_id, count in cursor.fetchall():
             setattr(result, kind, getattr(result, kind) + count)
             result.changed.add(user_id)
+    if not dry_run:
+        # From this commit on, reads trust these feeds again: the rebuild holds everything
+        # up to its snapshot, and fan-out has written to the active users since they came
+        # back, before it.
+        Reader.objects.filter(user_id__in=active).update(feed_complete=True)
     return result
+
+
+@dataclass
+class VacuumResult:
+    """Idle users whose stored feeds a vacuum step dropped, and the entries it deleted."""
+
+    users: int = 0
+    entries: int = 0
+
+
+# One step: idle users whose entries are still stored (the reader_stored_idle index), their
+# entries deleted and their feeds marked as no longer stored, in one statement. A user who
+# is being recorded as seen at this moment holds their row: skipped, and active again.
+_VACUUM = f"""
+    WITH idle AS (
+        SELECT user_id FROM {Reader._meta.db_table}
+        WHERE feed_complete AND seen_at <= %(since)s
+        ORDER BY seen_at LIMIT %(users)s FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE {Reader._meta.db_table} AS r SET feed_complete = false
+        FROM idle WHERE r.user_id = idle.user_id RETURNING r.user_id
+    ), deleted AS (
+        DELETE FROM {FeedEntry._meta.db_table} AS f USING idle
+        WHERE f.user_id = idle.user_id RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM deleted)
+"""
+
+
+@transaction.atomic
+def feeds_vacuum(*, users: int) -> VacuumResult:
+    """Delete the stored entries of up to ``users`` users inactive past FEED_ACTIVE_SECONDS:
+    storage follows readers, not accounts. Should they come back, their feed is merged at
+    read time until it is rebuilt (``follows.activity``). Their cached pages need nothing:
+    they hold whole feeds, and expire within FEED_CACHE_TTL."""
+    with connection.cursor() as cursor:
+        cursor.execute(_VACUUM, {"since": active_since(), "users": users})
+        [(vacuumed, deleted)] = cursor.fetchall()
+    return VacuumResult(users=vacuumed, entries=deleted)

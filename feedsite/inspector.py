@@ -33,6 +33,7 @@ from feeds.cursor import cursor_decode
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
 from feeds.selectors import EntrySource, feed_entry_sources, feed_reaches_post
+from follows.activity import active_since, reader_feed_trusted, reader_state
 from follows.models import Follow
 from posts.models import Post
 
@@ -69,6 +70,11 @@ class FeedInspection:
     cached_first_page: bool
     following: int
     pulled_followees: int
+    # When the user was last seen (None: never), whether that makes them active, and
+    # whether reads use their stored entries (follows.activity).
+    seen_at: datetime.datetime | None
+    active: bool
+    stored_trusted: bool
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,7 @@ def feed_inspect(*, user: User, pages: int = INSPECTED_PAGES) -> FeedInspection:
             break
         cursor = cursor_decode(page["next_cursor"])
     followees = Follow.objects.filter(follower_id=user.pk).values("followee_id")
+    reader = reader_state(user_id=user.pk)
     return FeedInspection(
         user=user,
         entries=entries,
@@ -171,6 +178,9 @@ def feed_inspect(*, user: User, pages: int = INSPECTED_PAGES) -> FeedInspection:
         cached_first_page=cached is not None,
         following=Follow.objects.filter(follower_id=user.pk).count(),
         pulled_followees=PulledAuthor.objects.filter(user_id__in=followees).count(),
+        seen_at=reader.seen_at if reader is not None else None,
+        active=reader is not None and reader.seen_at > active_since(),
+        stored_trusted=reader_feed_trusted(user_id=user.pk),
     )
 
 
@@ -261,6 +271,12 @@ def _verdict(reader: ReaderInspection, post: PostInspection, feed: FeedInspectio
         reasons.append(
             "The fan-out worker has not applied the post's event yet: is run_fanout running, and how far "
             "behind is its group?"
+        )
+    if not feed.active and not reader.is_author:
+        seen = f"last seen {feed.seen_at:%Y-%m-%d %H:%M}" if feed.seen_at else "never seen"
+        reasons.append(
+            f"{name} is not active ({seen}; active means seen within FEED_ACTIVE_SECONDS): fan-out "
+            "writes no rows for them. Their next read merges their whole feed at read time."
         )
     pending_follow = [e for e in reader.follow_events if e.event_type == FOLLOW_CREATED and not e.applied]
     if reader.follow is not None and pending_follow:

@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from follows.models import Follow, UserToken
+from follows.models import Follow, Reader, UserToken
 
 User = get_user_model()
 
@@ -123,3 +123,21 @@ class UserTokenAdmin(TokenAdmin):
     @admin.display(description="user", ordering="user__username")
     def user_link(self, obj: UserToken) -> str:
         return user_link(obj.user)
+
+
+@admin.register(Reader)
+class ReaderAdmin(admin.ModelAdmin):
+    """When each user was last seen, and whether reads use their stored feed; written by
+    the system (follows.activity, rebuilds, vacuum_feeds), so read-only here."""
+
+    list_display = ["user", "seen_at", "feed_complete"]
+    list_filter = ["feed_complete", "seen_at"]
+    search_fields = ["user__username"]
+    raw_id_fields = ["user"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Reader | None = None) -> bool:
+        return False

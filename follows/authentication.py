@@ -7,6 +7,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from core.logcontext import log_bind
+from follows.activity import reader_seen, reader_seen_marked
 from follows.tokencache import cached_token_epoch, cached_token_get, cached_token_set
 
 
@@ -15,14 +16,18 @@ class CachedTokenAuthentication(TokenAuthentication):
 
     The cache holds only active users, and only while the user's epoch is unchanged (see
     ``follows.tokencache`` and ``follows.receivers``). A user from the cache is a read-only
-    ``CachedUser``.
+    ``CachedUser``. The request also records the user as seen (``follows.activity``): the
+    cached lookup sets the activity marker in the same round trip.
     """
 
     def authenticate_credentials(self, key: str) -> tuple[AbstractBaseUser, str]:
         cached = cached_token_get(key)
         if cached is not None:
-            log_bind(user_id=cached.pk)
-            return cached, key
+            user, fresh = cached
+            log_bind(user_id=user.pk)
+            if fresh:
+                reader_seen(user_id=user.pk)
+            return user, key
 
         user_id = Token.objects.filter(key=key).values_list("user_id", flat=True).first()
         if user_id is None:
@@ -38,4 +43,5 @@ class CachedTokenAuthentication(TokenAuthentication):
         if epoch is not None and user.pk == user_id:
             cached_token_set(key, user=user, epoch=epoch)
         log_bind(user_id=user.pk)
+        reader_seen_marked(user_id=user.pk)
         return user, key

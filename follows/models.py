@@ -67,3 +67,31 @@ class UserToken(TokenProxy):
     @property
     def key_prefix(self) -> str:
         return f"{self.key[:TOKEN_PREFIX_LENGTH]}…"
+
+
+class Reader(models.Model):
+    """When a user was last seen, and whether their stored feed can be trusted.
+
+    A user is active while ``seen_at`` lies within FEED_ACTIVE_SECONDS: only active users'
+    feeds get rows from fan-out, backfill and rebuilds (``feeds.services``). ``seen_at`` is
+    written at most once per FEED_ACTIVITY_RESOLUTION_SECONDS (``follows.activity``).
+    ``feed_complete`` says that the stored entries hold every post of the feed above the
+    oldest of them: cleared when an inactive user comes back (their feed missed the posts
+    of their absence) and when their entries are vacuumed, set by the rebuild that follows;
+    until then reads merge the whole feed from the posts index.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    seen_at = models.DateTimeField()
+    feed_complete = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # vacuum_feeds finds the idle users whose entries are still stored here.
+            models.Index(fields=["seen_at"], name="reader_stored_idle", condition=Q(feed_complete=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}, last seen {self.seen_at:%Y-%m-%d %H:%M}"

@@ -4,9 +4,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from follows.models import Follow
+from follows.activity import reader_seen_marked
+from follows.models import Follow, Reader
 from follows.tokencache import cached_tokens_forget
 
 User = get_user_model()
@@ -22,9 +24,12 @@ class UnknownUser(Exception):
 
 @transaction.atomic
 def user_create(*, username: str, password: str) -> tuple[AbstractBaseUser, Token]:
-    """Create an account and its API token; raises IntegrityError if the name is taken."""
+    """Create an account and its API token; raises IntegrityError if the name is taken.
+
+    The new user is active, and their empty feed complete (``follows.activity``)."""
     user = User.objects.create_user(username=username, password=password)
     token = Token.objects.create(user=user)
+    Reader.objects.create(user=user, seen_at=timezone.now(), feed_complete=True)
     return user, token
 
 
@@ -48,8 +53,9 @@ def user_tokens_revoke(*, user: AbstractBaseUser) -> None:
 
 
 def token_get_or_create(*, user: AbstractBaseUser) -> Token:
-    """The user's API token, created on first use."""
+    """The user's API token, created on first use, for signing in: the user is seen now."""
     token, _ = Token.objects.get_or_create(user=user)
+    reader_seen_marked(user_id=user.pk)
     return token
 
 

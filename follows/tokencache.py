@@ -32,18 +32,23 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from core.cache_keys import auth_epoch_key, auth_epoch_key_prefix, auth_token_key
+from core.cache_keys import auth_epoch_key, auth_epoch_key_prefix, auth_token_key, reader_seen_key_prefix
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] token entry; ARGV[1] epoch key prefix. The entry if its epoch is current; a stale
-# one is deleted. The epoch key is built here from the entry's user id, so this needs a
-# single Redis, not a cluster.
+# KEYS[1] token entry; ARGV[1] epoch key prefix, ARGV[2] activity marker key prefix, ARGV[3]
+# the marker's lifetime. The entry if its epoch is current, and 1 if the user's activity
+# marker was missing (it is set now: follows.activity), else 0; a stale entry is deleted.
+# The other keys are built here from the entry's user id, so this needs a single Redis,
+# not a cluster.
 _GET_CURRENT = """
 local entry = redis.call('GET', KEYS[1])
 if not entry then return false end
 local user_id, epoch = string.match(entry, '^(%d+):(%x+):')
-if user_id and redis.call('GET', ARGV[1] .. user_id) == epoch then return entry end
+if user_id and redis.call('GET', ARGV[1] .. user_id) == epoch then
+  local fresh = redis.call('SET', ARGV[2] .. user_id, '1', 'NX', 'EX', ARGV[3])
+  return {entry, fresh and 1 or 0}
+end
 redis.call('DEL', KEYS[1])
 return false
 """
@@ -92,16 +97,27 @@ def _script(client: Redis, source: str) -> Script:
     return client.register_script(source)
 
 
-def cached_token_get(key: str) -> CachedUser | None:
-    """The user of this token if the cache holds a current lookup of it; None on a miss or
-    with Redis unreachable."""
+def cached_token_get(key: str) -> tuple[CachedUser, bool] | None:
+    """The user of this token if the cache holds a current lookup of it, and whether the
+    user's activity marker was missing (the caller records them as seen); None on a miss
+    or with Redis unreachable."""
     redis = get_redis_connection("default")
     try:
-        entry = _script(redis, _GET_CURRENT)(keys=[auth_token_key(key)], args=[auth_epoch_key_prefix()])
+        found = _script(redis, _GET_CURRENT)(
+            keys=[auth_token_key(key)],
+            args=[
+                auth_epoch_key_prefix(),
+                reader_seen_key_prefix(),
+                settings.FEED_ACTIVITY_RESOLUTION_SECONDS,
+            ],
+        )
     except RedisError:
         logger.warning("token cache unavailable; falling back to the database")
         return None
-    return None if entry is None else _user_of(entry)
+    if found is None:
+        return None
+    entry, fresh = found
+    return _user_of(entry), bool(fresh)
 
 
 def cached_token_epoch(user_id: int) -> str | None:

@@ -32,9 +32,12 @@ class Post(models.Model):
 class PostRequest(models.Model):
     """A ``POST /posts`` made with an ``Idempotency-Key``, stored in the transaction of the
     post it created: a retry with the same key gets this response again instead of a second
-    post (``posts.services.post_create_once``). Kept POST_IDEMPOTENCY_SECONDS."""
+    post (``posts.services.post_create_once``). Kept POST_IDEMPOTENCY_SECONDS, and no longer
+    than its post."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    # Deleted with its post: the stored response holds the post's content.
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     # SHA-256 of the request's validated body: the same key with another body is refused.
     fingerprint = models.CharField(max_length=64)
@@ -44,6 +47,8 @@ class PostRequest(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="post_request_user_key")]
+        # The worker deletes expired keys oldest first (post_requests_prune).
+        indexes = [models.Index(fields=["created_at"], name="post_request_created")]
 
     def __str__(self) -> str:
         return f"Idempotency-Key {self.key!r} of user {self.user_id}"

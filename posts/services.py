@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import metrics
@@ -73,8 +73,25 @@ def post_create_once(*, author: AbstractBaseUser, content: str, key: str) -> Pos
         return PostCreated(status=stored.status, body=stored.response, replayed=True)
     post = post_create(author=author, content=content)
     body = post_json(post, author_username=author.get_username())
-    PostRequest.objects.create(user=author, key=key, fingerprint=fingerprint, status=201, response=body)
+    try:
+        with transaction.atomic():
+            PostRequest.objects.create(
+                user=author, post=post, key=key, fingerprint=fingerprint, status=201, response=body
+            )
+    except IntegrityError:
+        # Unreachable while every writer of a key holds its lock first; a row written some
+        # other way is answered as a key in use, not as a server error.
+        raise PostRequestInProgress(key) from None
     return PostCreated(status=201, body=body, replayed=False)
+
+
+def post_requests_prune(*, limit: int) -> int:
+    """Delete up to ``limit`` Idempotency-Keys older than POST_IDEMPOTENCY_SECONDS, oldest
+    first; return how many. The fan-out worker runs it now and then."""
+    expired = timezone.now() - datetime.timedelta(seconds=settings.POST_IDEMPOTENCY_SECONDS)
+    ids = PostRequest.objects.filter(created_at__lt=expired).order_by("created_at").values("pk")[:limit]
+    deleted, _ = PostRequest.objects.filter(pk__in=ids).delete()
+    return deleted
 
 
 class NotAuthor(Exception):

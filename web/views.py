@@ -33,6 +33,7 @@ from core.throttling import (
     rate_wait,
 )
 from feeds.cursor import InvalidCursor, cursor_decode, cursor_encode
+from follows.activity import reader_seen_marked
 from follows.models import Follow
 from follows.selectors import follow_counts, follow_exists, follow_suggestions, user_get_by_username
 from follows.serializers import UserCreateSerializer
@@ -162,6 +163,7 @@ def timeline(request: HttpRequest) -> HttpResponse:
     """The signed-in user's feed, newest first, with the post box; POST writes a post."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
+    reader_seen_marked(user_id=request.user.pk)
     draft, error, status, retry_after = "", None, 200, None
     # Each rendering of the post box carries a key of its own, kept while its draft is shown
     # again: a double click, a resent form or a retry after a timeout stores the post once.
@@ -181,8 +183,10 @@ def timeline(request: HttpRequest) -> HttpResponse:
                         author=request.user, content=serializer.validated_data["content"], key=form_key
                     )
                 except PostRequestInProgress:
-                    messages.info(request, "Your post is being saved; it will be on your timeline.")
-                    return redirect("web:timeline")
+                    # Shown again with its key: sent again, it is stored once, or its first
+                    # sending's post is shown.
+                    error, status = "This post is still being sent; send it again in a moment.", 409
+                    retry_after = 1
                 except PostRequestMismatch:
                     form_key = uuid.uuid4().hex
                     error, status = "This form was already sent with other text; send it again.", 409
@@ -311,6 +315,7 @@ def signin(request: HttpRequest) -> HttpResponse:
         return _page(request, "signin.html", {**context, "error": message}, status=400)
     account.succeeded()
     login(request, user)
+    reader_seen_marked(user_id=user.pk)
     return redirect(_next_path(request))
 
 

@@ -18,6 +18,7 @@ from django.db import connection
 
 from consumers.loop import consumer_build
 from consumers.models import AppliedOffset, DeadLetter
+from devtools.seed import readers_ensure
 from eventbus.events import POST_CREATED, PostCreated, event_build, event_encode
 from eventbus.producer import message_publish, producer_flush
 from feeds.models import FeedEntry
@@ -46,6 +47,7 @@ class Graph:
     def __init__(self, *, authors: int, fans: int, posts: int) -> None:
         tag = random.randrange(10**9)
         users = User.objects.bulk_create([User(username=f"drill{tag}-{i}") for i in range(authors + fans)])
+        readers_ensure([user.pk for user in users])
         self.authors, self.fans = users[:authors], users[authors:]
         Follow.objects.bulk_create(
             [
@@ -420,7 +422,8 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
 def test_three_workers_under_traffic_with_one_killed_and_one_joining_lose_nothing(kafka, settings, tmp_path):
     """Posts keep arriving while one of three workers is SIGKILLed and a fourth joins: every
     post reaches every follower once, and the partitions spread evenly again."""
-    graph = Graph(authors=30, fans=10, posts=3000)
+    # Forty seconds of posts: long enough for the kill, the join and two rebalances.
+    graph = Graph(authors=30, fans=10, posts=6000)
     ports = [free_port() for _ in range(4)]
     workers = []
 

@@ -19,6 +19,7 @@ from devtools.bench.api_runs import measure_api
 from devtools.bench.ceilings import measure_ceilings, measure_insert_select
 from devtools.bench.common import RUN_DIR, ensure_wrk
 from devtools.bench.fanout import fanout_compare, measure_fanout
+from devtools.bench.readers import idle_mark, measure_gating, measure_returning
 from devtools.bench.report import render, report_write
 from devtools.bench.run import Run
 from devtools.bench.seeding import FOLLOWER_LIMIT, graph_seed, load_files_write
@@ -118,6 +119,7 @@ def prepare(run: Run) -> None:
     """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads
     and the authors file of the POST runs."""
     graph_seed(run)
+    idle_mark(run)
     measure_insert_select(run)
     load_files_write(run)
 
@@ -135,6 +137,8 @@ def measure(run: Run, env: dict[str, str]) -> None:
         measure_ceilings(run)
         measure_api(run)
         measure_fanout(run)
+        measure_gating(run)
+        measure_returning(run)
     finally:
         run.stack.stop_all()
         broker_stop(run.broker)

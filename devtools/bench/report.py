@@ -22,6 +22,8 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         lines += _render_open(r)
     lines += _render_cpu(r, args=args)
     lines += _render_fanout(r)
+    if "returning" in r:
+        lines += _render_readers(r)
     lines += _render_targets(r)
     lines += _render_commands(args)
     return "\n".join(lines)
@@ -274,6 +276,34 @@ def _fanout_latency_rows(r: dict) -> list[str]:
         f"| p50 {ms(l9k['p50'])}, p99 {ms(l9k['p99'])} ({l9k['posts']} posts at 2/s, no other "
         f"load; until all {l9k['watchers']} sampled followers, their first pages polled "
         "every 20 ms, saw each) |",
+    ]
+
+
+def _render_readers(r: dict) -> list[str]:
+    g, back, readers = r["gating"], r["returning"], r["readers"]
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms"
+
+    rebuilt = (
+        f"{back['rebuild_seconds']:.2f} s" if back["rebuild_seconds"] is not None else "not within 120 s"
+    )
+    return [
+        "",
+        "## Fan-out to readers",
+        "",
+        f"{readers['idle']:,} of {readers['accounts']:,} accounts are idle (not seen for 60 days, past "
+        "`FEED_ACTIVE_SECONDS`); the load runs read and post as active users only.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| feed rows per post of the burst, fan-out to active followers | {g['rows_per_post']:.1f} |",
+        f"| the same posts, fan-out to every follower | {g['rows_per_post_ungated']:.1f} |",
+        f"| first read of a returning user ({back['readers']}, uncached), p50 / p99 "
+        f"| {ms(back['first_read']['p50'])} / {ms(back['first_read']['p99'])} |",
+        f"| uncached read of an active user, p50 / p99 "
+        f"| {ms(back['active_read']['p50'])} / {ms(back['active_read']['p99'])} |",
+        f"| from the first return to all {back['readers']} feeds rebuilt by the worker | {rebuilt} |",
     ]
 
 

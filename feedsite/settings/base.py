@@ -146,10 +146,21 @@ if env.bool("DATABASE_QUERY_METRICS", default=False):
 # Seconds a database connection is kept open between requests. Default: 60.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# Seconds a new database connection may take to open (libpq's connect_timeout). Default: 5.
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
-    "DB_CONNECT_TIMEOUT_SECONDS", default=5
+# Seconds a new database connection may take to open (libpq's connect_timeout), unless
+# DATABASE_URL sets it. Default: 5.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env.int("DB_CONNECT_TIMEOUT_SECONDS", default=5)
 )
+# Milliseconds a database connection may leave sent data unacknowledged, and TCP keepalives
+# after 30 s idle: a server that vanished without closing the socket (a network stall) is
+# noticed in about half a minute, not after the kernel's 15 minutes. Default: 30000.
+DATABASES["default"]["OPTIONS"].setdefault(
+    "tcp_user_timeout", env.int("DB_TCP_USER_TIMEOUT_MS", default=30000)
+)
+DATABASES["default"]["OPTIONS"].setdefault("keepalives", 1)
+DATABASES["default"]["OPTIONS"].setdefault("keepalives_idle", 30)
+DATABASES["default"]["OPTIONS"].setdefault("keepalives_interval", 10)
+DATABASES["default"]["OPTIONS"].setdefault("keepalives_count", 3)
 # Milliseconds an API request's statement may wait for a lock (PostgreSQL's lock_timeout);
 # a request that hits it, or the statement timeout, is a 503 with Retry-After and stores
 # nothing. Set per connection by the API process only (core.db.timeouts). Default: 2000.
@@ -269,6 +280,17 @@ POST_MAX_LENGTH = env.int("POST_MAX_LENGTH", default=500)
 # Seconds a POST /posts Idempotency-Key is kept: a retry with it within this time gets the
 # first response again instead of a second post. Default: 86400 (24 h).
 POST_IDEMPOTENCY_SECONDS = env.int("POST_IDEMPOTENCY_SECONDS", default=86400)
+# Seconds since a user was last seen during which they count as active: only active users'
+# feeds get rows from fan-out, backfill and rebuilds, and vacuum_feeds drops the stored
+# entries of the others. Default: 2592000 (30 days).
+FEED_ACTIVE_SECONDS = env.int("FEED_ACTIVE_SECONDS", default=30 * 24 * 3600)
+# Seconds within which a user is recorded as seen at most once. Default: 3600.
+FEED_ACTIVITY_RESOLUTION_SECONDS = env.int("FEED_ACTIVITY_RESOLUTION_SECONDS", default=3600)
+# Seconds between the worker's steps of vacuum_feeds (0: the worker does not vacuum).
+# Default: 600.
+FEED_VACUUM_INTERVAL_SECONDS = env.int("FEED_VACUUM_INTERVAL_SECONDS", default=600)
+# Idle users whose entries one vacuum step deletes. Default: 500.
+FEED_VACUUM_BATCH = env.int("FEED_VACUUM_BATCH", default=500)
 # Feed page size when no limit is given. Default: 20.
 FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
 # Largest feed page a client may ask for. Default: 100.

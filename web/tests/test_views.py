@@ -255,17 +255,25 @@ def test_each_post_box_has_a_key_of_its_own_and_a_refused_draft_keeps_it(signed_
     assert not Post.objects.filter(author=ada).exists()
 
 
-def test_a_form_sent_again_while_the_first_is_saved_says_so_and_stores_nothing_more(signed_in):
+def test_a_form_sent_again_while_the_first_is_saved_keeps_the_draft_and_its_key(signed_in):
     client, ada = signed_in("ada")
     # What the first submission holds while it is being saved: the key's advisory lock.
     with psycopg.connect(**connection.get_connection_params()) as first:
         first.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [POST_REQUEST_LOCK_CLASS, f"{ada.pk}:k1"]
         )
-        response = client.post("/", {"content": "hello", "idempotency_key": "k1"}, follow=True)
+        response = client.post("/", {"content": "hello", "idempotency_key": "k1"})
+    html = response.content.decode()
+    # The first sending never committed (its lock is gone): sent again, the draft is stored.
+    again = client.post("/", {"content": "hello", "idempotency_key": form_key(html)})
 
-    assert "Your post is being saved" in response.content.decode()
-    assert not Post.objects.filter(author=ada).exists()
+    assert response.status_code == 409
+    assert response["Retry-After"] == "1"
+    assert "still being sent" in html
+    assert ">hello</textarea>" in html
+    assert form_key(html) == "k1"
+    assert again.status_code == 302
+    assert Post.objects.filter(author=ada).count() == 1
 
 
 def test_a_key_sent_again_with_other_text_is_refused_with_a_new_key(signed_in):

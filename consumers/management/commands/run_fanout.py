@@ -50,7 +50,10 @@ class Command(BaseCommand):
             group_id=options["group"],
             batch_size=options["batch_size"],
             batch_timeout=options["batch_ms"] / 1000,
-            effects=FeedEffects(trim_interval=settings.FEED_TRIM_INTERVAL),
+            effects=FeedEffects(
+                trim_interval=settings.FEED_TRIM_INTERVAL,
+                vacuum_interval=settings.FEED_VACUUM_INTERVAL_SECONDS,
+            ),
             max_retries=settings.FANOUT_MAX_RETRIES,
             stall_seconds=settings.FANOUT_STALL_SECONDS,
             breaker=DeadLetterBreaker(
