@@ -25,32 +25,36 @@ def measure_insert_select(run: Run) -> None:
 
 def fanout_ceiling(*, follower_limit: int) -> dict:
     """Write the seeded history into the feed table with INSERT ... SELECT ... ON CONFLICT
-    DO NOTHING, straight in PostgreSQL: the rows/s no fan-out path can beat."""
+    DO NOTHING, straight in PostgreSQL, to the followers fan-out writes to (the active
+    ones): the rows/s no fan-out path can beat."""
     from django.db import connection
 
     from feeds.models import FeedEntry, PulledAuthor
-    from follows.models import Follow
+    from follows.activity import active_since
+    from follows.models import Follow, Reader
     from posts.models import Post
 
     feeds, pulled = FeedEntry._meta.db_table, PulledAuthor._meta.db_table
-    follows, posts = Follow._meta.db_table, Post._meta.db_table
+    follows, posts, readers = Follow._meta.db_table, Post._meta.db_table, Reader._meta.db_table
+    # The rows fan-out writes: to active followers, of authors with at most follower_limit
+    # of them (the worker's rules, feeds.services.feed_fanout_posts).
+    active = f"JOIN {readers} r ON r.user_id = f.follower_id AND r.seen_at > %(since)s"
+    big = f"SELECT f.followee_id FROM {follows} f {active} GROUP BY f.followee_id HAVING count(*) > %(limit)s"
+    params = {"since": active_since(), "limit": follower_limit}
     started = time.monotonic()
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {feeds} (user_id, post_id)"
             f" SELECT f.follower_id, p.id FROM {posts} p"
-            f" JOIN {follows} f ON f.followee_id = p.author_id"
-            " WHERE p.author_id NOT IN ("
-            f"   SELECT followee_id FROM {follows} GROUP BY followee_id HAVING count(*) > %s)"
+            f" JOIN {follows} f ON f.followee_id = p.author_id {active}"
+            f" WHERE p.author_id NOT IN ({big})"
             f" UNION ALL SELECT author_id, id FROM {posts}"
             " ON CONFLICT DO NOTHING",
-            [follower_limit],
+            params,
         )
         rows = cursor.rowcount
         cursor.execute(
-            f"INSERT INTO {pulled} (user_id, marked_at)"
-            f" SELECT followee_id, now() FROM {follows} GROUP BY followee_id HAVING count(*) > %s",
-            [follower_limit],
+            f"INSERT INTO {pulled} (user_id, marked_at) SELECT followee_id, now() FROM ({big}) b", params
         )
     elapsed = time.monotonic() - started
     with connection.cursor() as cursor:

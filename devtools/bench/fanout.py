@@ -171,17 +171,21 @@ def fanout_insert_select(post_ids: list[int]) -> int:
 
 
 def fanout_bulk_create(post_ids: list[int]) -> int:
-    """The posts' feed rows built in Python, written with bulk_create(ignore_conflicts=True)."""
+    """The posts' feed rows built in Python, written with bulk_create(ignore_conflicts=True):
+    the rows feed_fanout_posts writes (to the authors' active followers)."""
     from feeds.models import FeedEntry
     from feeds.services import INSERT_BATCH_SIZE
-    from follows.models import Follow
+    from follows.activity import active_since
+    from follows.models import Follow, Reader
     from posts.models import Post
 
     authors = dict(Post.objects.filter(pk__in=post_ids).values_list("pk", "author_id"))
     audience: dict[int, list[int]] = {}
-    for followee, follower in Follow.objects.filter(followee_id__in=set(authors.values())).values_list(
-        "followee_id", "follower_id"
-    ):
+    follows = Follow.objects.filter(
+        followee_id__in=set(authors.values()),
+        follower__in=Reader.objects.filter(seen_at__gt=active_since()).values("user_id"),
+    )
+    for followee, follower in follows.values_list("followee_id", "follower_id"):
         audience.setdefault(followee, []).append(follower)
     rows = [
         FeedEntry(user_id=user, post_id=post)
