@@ -140,7 +140,8 @@ def last_post_id() -> int:
 def backlog_drain(*, since_post: int, timeout: float = 300.0) -> float:
     """Seconds until every post after ``since_post`` is in its author's own feed, which
     the fan-out writes in the same transaction as the followers' entries (authors the
-    read time merges are left out)."""
+    read time merges are left out), or below that feed's oldest entry: trimmed to
+    FEED_MAX_ENTRIES since, so applied (ids grow: a post not applied yet is above them)."""
     from django.db import connection
 
     from feeds.models import FeedEntry, PulledAuthor
@@ -151,7 +152,9 @@ def backlog_drain(*, since_post: int, timeout: float = 300.0) -> float:
         f"SELECT EXISTS (SELECT 1 FROM {Post._meta.db_table} p WHERE p.id > %s"
         f" AND p.author_id NOT IN (SELECT user_id FROM {PulledAuthor._meta.db_table})"
         f" AND NOT EXISTS (SELECT 1 FROM {FeedEntry._meta.db_table} f"
-        "   WHERE f.user_id = p.author_id AND f.post_id = p.id))"
+        "   WHERE f.user_id = p.author_id AND f.post_id = p.id)"
+        f" AND p.id > COALESCE((SELECT min(f.post_id) FROM {FeedEntry._meta.db_table} f"
+        "   WHERE f.user_id = p.author_id), 0))"
     )
     while True:
         with connection.cursor() as cursor:
