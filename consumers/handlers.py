@@ -48,8 +48,9 @@ def follow_deleted(events: Sequence[Event]) -> FeedChanges:
 
 
 def feeds_rebuild_requested(events: Sequence[Event]) -> FeedChanges:
-    """Rebuild the feeds an operator queued (the user admin's action), BATCH_SIZE per
-    statement, in the batch's transaction; the loop invalidates the pages that changed."""
+    """Rebuild the feeds queued by an operator (the user admin's action) or by users coming
+    back (follows.activity), BATCH_SIZE per statement, in the batch's transaction; the loop
+    invalidates the pages that changed."""
     user_ids = sorted({user_id for event in events for user_id in event.payload.user_ids})
     changes = FeedChanges()
     added = removed = 0

@@ -9,10 +9,14 @@ class FeedsConfig(AppConfig):
         from django.db.models.signals import post_delete
 
         from feeds import receivers
+        from follows.signals import reader_returned
         from posts.models import Post
 
         post_delete.connect(
             receivers.author_page_forget_deleted_post,
             sender=Post,
             dispatch_uid="feeds.author_page_forget_deleted_post",
+        )
+        reader_returned.connect(
+            receivers.returning_reader_pages_forget, dispatch_uid="feeds.returning_reader_pages_forget"
         )

@@ -120,3 +120,12 @@ def pages_invalidate(user_ids: Iterable[int]) -> None:
             args=[generation_new(), GENERATION_TTL],
             client=client,
         )
+
+
+def pages_invalidate_quietly(user_ids: Iterable[int]) -> None:
+    """pages_invalidate, logging instead of raising while Redis is down (then no page is
+    served from it either)."""
+    try:
+        pages_invalidate(user_ids)
+    except RedisError:
+        logger.warning("feed cache unavailable; pages not invalidated")

@@ -40,6 +40,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError)
 TRIM_STEP = 100
 # Expired Idempotency-Keys deleted per vacuum step.
 PRUNE_STEP = 1000
+# Seconds between vacuum steps while there is more to do.
+VACUUM_PAUSE = 1.0
 
 
 class FeedEffects:
@@ -127,8 +129,8 @@ class FeedEffects:
 
     def _vacuum(self) -> None:
         """One step of vacuum_feeds (FEED_VACUUM_BATCH users), and of deleting expired
-        Idempotency-Keys (PRUNE_STEP); the next one at the next interval, or at once while
-        this one found a full step to do."""
+        Idempotency-Keys (PRUNE_STEP); the next one at the next interval, or VACUUM_PAUSE
+        later while this one found a full step to do."""
         started = time.monotonic()
         try:
             result = feeds_vacuum(users=settings.FEED_VACUUM_BATCH)
@@ -139,7 +141,8 @@ class FeedEffects:
             self._vacuumed_at = time.monotonic()
             return
         full = result.users == settings.FEED_VACUUM_BATCH or keys == PRUNE_STEP
-        self._vacuumed_at = 0.0 if full else time.monotonic()
+        # More to do: the next step in a second, so that steps do not crowd out batches.
+        self._vacuumed_at = time.monotonic() - (self.vacuum_interval - VACUUM_PAUSE if full else 0.0)
         metrics.FEED_VACUUMED.inc(result.entries)
         if result.users or keys:
             logger.info(

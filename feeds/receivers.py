@@ -2,7 +2,8 @@
 
 A deleted post leaves the author's own cached first page at once, when the delete commits,
 so the author sees it gone even while the worker lags; followers' pages are made stale by
-the worker when it applies the ``post.deleted`` event.
+the worker when it applies the ``post.deleted`` event. A user who comes back loses the
+pages cached before they went away.
 """
 
 import logging
@@ -28,3 +29,9 @@ def _author_page_invalidate(author_id: int) -> None:
     except RedisError:
         # The delete has committed; the worker invalidates the page again once Redis is back.
         logger.warning("feed cache unavailable; author %s's cached page not invalidated", author_id)
+
+
+def returning_reader_pages_forget(sender: type, user_id: int, **kwargs: Any) -> None:
+    """A user came back (sent after the commit): a page cached before they went away may lack
+    the posts fan-out skipped while they were away."""
+    cache.pages_invalidate_quietly([user_id])

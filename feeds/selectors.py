@@ -173,29 +173,43 @@ def feed_post_ids(
 
 
 def feed_posts(
-    *, user_id: int, limit: int, before_post_id: int | None = None, with_own_posts: bool = False
+    *,
+    user_id: int,
+    limit: int,
+    before_post_id: int | None = None,
+    with_own_posts: bool = False,
+    stored: bool | None = None,
 ) -> list[Post]:
     """Up to ``limit`` posts of a user's feed, newest first, older than ``before_post_id``:
     from the stored entries and what is merged with them while the user's stored feed is
-    trusted, otherwise all merged at read time."""
+    trusted (``stored``, looked up when None), otherwise all merged at read time."""
     ids = feed_post_ids(
         user_id=user_id,
         count=limit,
         before_post_id=before_post_id,
         with_own_posts=with_own_posts,
-        stored=reader_feed_trusted(user_id=user_id),
+        stored=reader_feed_trusted(user_id=user_id) if stored is None else stored,
     )
     return list(Post.objects.filter(pk__in=ids).select_related("author").order_by("-pk"))
 
 
 def feed_page_posts(
-    *, user_id: int, limit: int, before_post_id: int | None = None, with_own_posts: bool = False
+    *,
+    user_id: int,
+    limit: int,
+    before_post_id: int | None = None,
+    with_own_posts: bool = False,
+    stored: bool | None = None,
 ) -> tuple[list[Post], bool]:
     """One page of a user's feed: up to ``limit`` posts, newest first, older than
     ``before_post_id``, and whether older posts follow (``with_own_posts``: see
     feed_post_ids). Raises User.DoesNotExist for an unknown user."""
     posts = feed_posts(
-        user_id=user_id, limit=limit + 1, before_post_id=before_post_id, with_own_posts=with_own_posts
+        user_id=user_id,
+        limit=limit + 1,
+        before_post_id=before_post_id,
+        with_own_posts=with_own_posts,
+        stored=stored,
     )
     if not posts and not User.objects.filter(pk=user_id).exists():
         raise User.DoesNotExist(user_id)

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from feeds.models import FeedEntry, PulledAuthor
-from follows.activity import active_since
+from follows.activity import written_since
 from follows.models import Follow, Reader
 from posts.models import Post
 
@@ -89,14 +89,17 @@ def _followers_of(author_ids: Iterable[int]) -> dict[int, list[int]]:
 
 
 def _follower_counts(author_ids: Iterable[int], *, since: datetime.datetime) -> dict[int, tuple[int, int]]:
-    """Each author's followers: (all of them, the active ones)."""
+    """Each author's followers: (all of them, the active ones, counted up to one more than
+    FANOUT_FOLLOWER_LIMIT: past it the author is pulled, however many more there are). The
+    first is an index-only count; the second probes the readers of at most that many."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT f.followee_id, count(*), count(*) FILTER (WHERE r.seen_at > %s)"
-            f" FROM {Follow._meta.db_table} AS f"
-            f" LEFT JOIN {Reader._meta.db_table} AS r ON r.user_id = f.follower_id"
-            " WHERE f.followee_id = ANY(%s) GROUP BY f.followee_id",
-            [since, sorted(set(author_ids))],
+            f"SELECT a.id, (SELECT count(*) FROM {Follow._meta.db_table} AS f WHERE f.followee_id = a.id),"
+            f" (SELECT count(*) FROM (SELECT 1 FROM {Follow._meta.db_table} AS f"
+            f"  JOIN {Reader._meta.db_table} AS r ON r.user_id = f.follower_id AND r.seen_at > %s"
+            "   WHERE f.followee_id = a.id LIMIT %s) AS x)"
+            " FROM unnest(%s::bigint[]) AS a (id)",
+            [since, settings.FANOUT_FOLLOWER_LIMIT + 1, sorted(set(author_ids))],
         )
         return {author: (total, active) for author, total, active in cursor.fetchall()}
 
@@ -128,9 +131,13 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     if not authors:
         return FeedChanges()
     _lock_authors(authors.values(), exclusive=False)
-    since = active_since()
-    counts = _follower_counts(authors.values(), since=since)
-    pulled = {a for a in set(authors.values()) if counts.get(a, (0, 0))[1] > settings.FANOUT_FOLLOWER_LIMIT}
+    since = written_since()
+    # Once pulled, always pulled (the mark stays); the others are counted.
+    pulled = set(
+        PulledAuthor.objects.filter(user_id__in=set(authors.values())).values_list("user_id", flat=True)
+    )
+    counts = _follower_counts(set(authors.values()) - pulled, since=since)
+    pulled |= {a for a, (_, active) in counts.items() if active > settings.FANOUT_FOLLOWER_LIMIT}
     changes = FeedChanges()
     if pulled:
         PulledAuthor.objects.bulk_create([PulledAuthor(user_id=a) for a in pulled], ignore_conflicts=True)
@@ -213,7 +220,7 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     """
     follows = set(follows)
     current = _following(follows)
-    active = _active({follower for follower, _ in current}, since=active_since())
+    active = _active({follower for follower, _ in current}, since=written_since())
     current = {(follower, followee) for follower, followee in current if follower in active}
     changes = FeedChanges(changed={follower for follower, _ in follows})
     if not current:
@@ -373,7 +380,7 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
     users = sorted(set(user_ids))
     if not users:
         return RebuildResult()
-    active = sorted(_active(users, since=active_since()))
+    active = sorted(_active(users, since=written_since()))
     params = {"users": users, "active": active, "entries": settings.FEED_MAX_ENTRIES}
     if dry_run:
         sql = f"""WITH {REBUILD_TARGET},
@@ -412,7 +419,7 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
         # From this commit on, reads trust these feeds again: the rebuild holds everything
         # up to its snapshot, and fan-out has written to the active users since they came
         # back, before it.
-        Reader.objects.filter(user_id__in=active).update(feed_complete=True)
+        Reader.objects.filter(user_id__in=active, feed_complete=False).update(feed_complete=True)
     return result
 
 
@@ -450,6 +457,6 @@ def feeds_vacuum(*, users: int) -> VacuumResult:
     read time until it is rebuilt (``follows.activity``). Their cached pages need nothing:
     they hold whole feeds, and expire within FEED_CACHE_TTL."""
     with connection.cursor() as cursor:
-        cursor.execute(_VACUUM, {"since": active_since(), "users": users})
+        cursor.execute(_VACUUM, {"since": written_since(), "users": users})
         [(vacuumed, deleted)] = cursor.fetchall()
     return VacuumResult(users=vacuumed, entries=deleted)

@@ -7,7 +7,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from core.logcontext import log_bind
-from follows.activity import reader_seen, reader_seen_marked
+from follows.activity import reader_seen_after_marker, reader_seen_marked
 from follows.tokencache import cached_token_epoch, cached_token_get, cached_token_set
 
 
@@ -26,7 +26,7 @@ class CachedTokenAuthentication(TokenAuthentication):
             user, fresh = cached
             log_bind(user_id=user.pk)
             if fresh:
-                reader_seen(user_id=user.pk)
+                reader_seen_after_marker(user_id=user.pk)
             return user, key
 
         user_id = Token.objects.filter(key=key).values_list("user_id", flat=True).first()

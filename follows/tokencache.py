@@ -1,5 +1,6 @@
 """The token cache: which user an API token belongs to, kept in Redis so that a cached feed
-read never touches SQL. Its key, its value's layout, reading, writing and forgetting it all
+read never touches SQL (but once an hour per user, to record them as seen:
+follows.activity). Its key, its value's layout, reading, writing and forgetting it all
 live here; the token authentication, the fast path in front of Django and the code that
 changes a user's access go through these functions.
 
@@ -46,7 +47,9 @@ local entry = redis.call('GET', KEYS[1])
 if not entry then return false end
 local user_id, epoch = string.match(entry, '^(%d+):(%x+):')
 if user_id and redis.call('GET', ARGV[1] .. user_id) == epoch then
-  local fresh = redis.call('SET', ARGV[2] .. user_id, '1', 'NX', 'EX', ARGV[3])
+  -- pcall: a read-only replica or OOM refuses the marker, not the lookup.
+  local fresh = redis.pcall('SET', ARGV[2] .. user_id, '1', 'NX', 'EX', ARGV[3])
+  if type(fresh) == 'table' and fresh.err then fresh = false end
   return {entry, fresh and 1 or 0}
 end
 redis.call('DEL', KEYS[1])

@@ -54,19 +54,6 @@ def stalled(settings, partition: int) -> float:
     return value
 
 
-def test_librdkafka_keeps_a_pause_across_unassign_and_assign(settings, consumer):
-    """The cause: a partition paused, revoked and assigned back hands out nothing."""
-    tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 0)
-    publish(settings, 0, 3)
-    consumer.incremental_assign([tp])
-    consumer.pause([tp])
-    consumer.incremental_unassign([tp])
-
-    consumer.incremental_assign([tp])
-
-    assert fetch(consumer, seconds=3) == []
-
-
 def test_a_partition_revoked_during_a_wait_is_fetched_from_once_assigned_back(settings, consumer):
     tp = TopicPartition(settings.FEED_EVENTS_TOPIC, 0)
     publish(settings, 0, 3)

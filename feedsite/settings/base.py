@@ -284,8 +284,9 @@ POST_IDEMPOTENCY_SECONDS = env.int("POST_IDEMPOTENCY_SECONDS", default=86400)
 # feeds get rows from fan-out, backfill and rebuilds, and vacuum_feeds drops the stored
 # entries of the others. Default: 2592000 (30 days).
 FEED_ACTIVE_SECONDS = env.int("FEED_ACTIVE_SECONDS", default=30 * 24 * 3600)
-# Seconds within which a user is recorded as seen at most once. Default: 3600.
-FEED_ACTIVITY_RESOLUTION_SECONDS = env.int("FEED_ACTIVITY_RESOLUTION_SECONDS", default=3600)
+# Seconds within which a user is recorded as seen at most once (at least 1); fan-out also
+# writes to users seen this much longer ago than FEED_ACTIVE_SECONDS. Default: 3600.
+FEED_ACTIVITY_RESOLUTION_SECONDS = max(1, env.int("FEED_ACTIVITY_RESOLUTION_SECONDS", default=3600))
 # Seconds between the worker's steps of vacuum_feeds (0: the worker does not vacuum).
 # Default: 600.
 FEED_VACUUM_INTERVAL_SECONDS = env.int("FEED_VACUUM_INTERVAL_SECONDS", default=600)
