@@ -134,6 +134,32 @@ def committed_total(settings) -> int:
         consumer.close()
 
 
+def env_behind(proxy: TcpProxy, kafka, settings, *, metrics_port: int) -> dict[str, str]:
+    """A worker's environment in which only its PostgreSQL goes through ``proxy``."""
+    db = settings.DATABASES["default"]
+    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+    env = worker_env(kafka, FANOUT_METRICS_PORT=str(metrics_port))
+    env["DATABASE_URL"] = env["DATABASE_URL"].replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
+    return env
+
+
+def waiting_for_the_database(metrics_port: int) -> None:
+    wait_for(
+        lambda: scrape(metrics_port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
+        timeout=30,
+        what="the worker behind the proxy to wait for the database",
+    )
+
+
+def delivered(graph: Graph, *, timeout: float) -> None:
+    """Wait until every post is in every feed it belongs in; fail saying how many are not."""
+    try:
+        wait_for(lambda: feed_pairs() >= graph.expected, timeout=timeout, what="every post in every feed")
+    except pytest.fail.Exception:
+        missing = {post_id for _, post_id in graph.expected - feed_pairs()}
+        pytest.fail(f"{len(missing)} of {len(graph.posts)} posts never reached the feeds")
+
+
 def test_a_worker_killed_at_random_moments_applies_every_event_exactly_once(kafka, settings, tmp_path):
     graph = Graph(authors=6, fans=20, posts=4000)
     graph.publish(settings.FEED_EVENTS_TOPIC)
@@ -292,11 +318,7 @@ def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, sett
         leaves = start_manage(
             ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(leaves_port)), tmp_path / "leaves.log"
         )
-        stays_env = worker_env(kafka, FANOUT_METRICS_PORT=str(stays_port))
-        # Only this worker reaches PostgreSQL through the proxy.
-        stays_env["DATABASE_URL"] = stays_env["DATABASE_URL"].replace(
-            f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/"
-        )
+        stays_env = env_behind(proxy, kafka, settings, metrics_port=stays_port)
         stays = None
         try:
             wait_for(
@@ -314,11 +336,7 @@ def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, sett
             # The database goes away for one worker: it holds its batch and waits.
             proxy.close()
             graph.publish(settings.FEED_EVENTS_TOPIC, posts=first_round)
-            wait_for(
-                lambda: scrape(stays_port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
-                timeout=30,
-                what="the worker behind the proxy to wait for the database",
-            )
+            waiting_for_the_database(stays_port)
             # The other leaves: its partitions move to the waiting worker, and more
             # events arrive on them meanwhile.
             leaves.send_signal(signal.SIGTERM)
@@ -340,11 +358,7 @@ def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, sett
             assert FeedEntry.objects.count() < len(graph.expected), "everything was applied before the outage"
 
             proxy.open()
-            try:
-                wait_for(lambda: feed_pairs() >= graph.expected, timeout=90, what="every post in every feed")
-            except pytest.fail.Exception:
-                missing = {post_id for _, post_id in graph.expected - feed_pairs()}
-                pytest.fail(f"{len(missing)} of {len(graph.posts)} posts never reached the feeds")
+            delivered(graph, timeout=90)
             assert_exact(graph)
             assert stays.poll() is None, "the worker died instead of waiting"
             # The drill reached the case it is about.
@@ -366,11 +380,7 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
     host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
     with TcpProxy((host, port)) as proxy:
         waits_port, joins_port = free_port(), free_port()
-        waits_env = worker_env(kafka, FANOUT_METRICS_PORT=str(waits_port))
-        # Only this worker reaches PostgreSQL through the proxy.
-        waits_env["DATABASE_URL"] = waits_env["DATABASE_URL"].replace(
-            f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/"
-        )
+        waits_env = env_behind(proxy, kafka, settings, metrics_port=waits_port)
         waits = start_manage(["run_fanout"], waits_env, tmp_path / "waits.log")
         joins = None
         try:
@@ -380,11 +390,7 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
 
             proxy.close()
             graph.publish(settings.FEED_EVENTS_TOPIC, posts=first_round)
-            wait_for(
-                lambda: scrape(waits_port, 'feed_fanout_retries_total{reason="unavailable"}') > 0,
-                timeout=30,
-                what="the worker behind the proxy to wait for the database",
-            )
+            waiting_for_the_database(waits_port)
             joins = start_manage(
                 ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(joins_port)), tmp_path / "joins.log"
             )
@@ -407,11 +413,7 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
             wait_for(lambda: owned(waits_port) == 3, timeout=60, what="the partitions to come back")
             graph.publish(settings.FEED_EVENTS_TOPIC, posts=second_round)
 
-            try:
-                wait_for(lambda: feed_pairs() >= graph.expected, timeout=60, what="every post in every feed")
-            except pytest.fail.Exception:
-                missing = {post_id for _, post_id in graph.expected - feed_pairs()}
-                pytest.fail(f"{len(missing)} of {len(graph.posts)} posts never reached the feeds")
+            delivered(graph, timeout=60)
             assert_exact(graph)
         finally:
             stop_process(waits)
