@@ -134,10 +134,19 @@ def committed_total(settings) -> int:
         consumer.close()
 
 
+def database_address(settings) -> tuple[str, int]:
+    db = settings.DATABASES["default"]
+    return db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+
+
+def database_proxy(settings) -> TcpProxy:
+    """A proxy to the suite's PostgreSQL, for the worker that env_behind sends through it."""
+    return TcpProxy(database_address(settings))
+
+
 def env_behind(proxy: TcpProxy, kafka, settings, *, metrics_port: int) -> dict[str, str]:
     """A worker's environment in which only its PostgreSQL goes through ``proxy``."""
-    db = settings.DATABASES["default"]
-    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+    host, port = database_address(settings)
     env = worker_env(kafka, FANOUT_METRICS_PORT=str(metrics_port))
     env["DATABASE_URL"] = env["DATABASE_URL"].replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
     return env
@@ -311,9 +320,7 @@ def test_partitions_taken_over_during_a_database_outage_lose_nothing(kafka, sett
     # Thirty authors: each round of thirty posts lands on every partition.
     graph = Graph(authors=30, fans=10, posts=60)
     first_round, second_round = graph.posts[:30], graph.posts[30:]
-    db = settings.DATABASES["default"]
-    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
-    with TcpProxy((host, port)) as proxy:
+    with database_proxy(settings) as proxy:
         stays_port, leaves_port = free_port(), free_port()
         leaves = start_manage(
             ["run_fanout"], worker_env(kafka, FANOUT_METRICS_PORT=str(leaves_port)), tmp_path / "leaves.log"
@@ -376,9 +383,7 @@ def test_partitions_lost_during_a_retry_wait_and_assigned_back_are_consumed_agai
     across its revocation and re-assignment, so the wait must not leave one paused)."""
     graph = Graph(authors=30, fans=10, posts=60)
     first_round, second_round = graph.posts[:30], graph.posts[30:]
-    db = settings.DATABASES["default"]
-    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
-    with TcpProxy((host, port)) as proxy:
+    with database_proxy(settings) as proxy:
         waits_port, joins_port = free_port(), free_port()
         waits_env = env_behind(proxy, kafka, settings, metrics_port=waits_port)
         waits = start_manage(["run_fanout"], waits_env, tmp_path / "waits.log")
