@@ -196,6 +196,29 @@ def devstack_environ_load() -> None:
         os.environ.setdefault(name, value)
 
 
+# Worker N of make run (from 1) serves its metrics on FANOUT_METRICS_PORT + 10 * (N - 1):
+# 9101, 9111, 9121, ... by default, clear of the relay's 9102.
+FANOUT_METRICS_PORT_STEP = 10
+
+
+def devstack_fanout_workers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """The fan-out workers ``make run`` starts, FANOUT_WORKERS of them (default 1), each
+    with its name (``fanout``, ``fanout-2``, ...) and the metrics port it serves on."""
+    raw = environ.get("FANOUT_WORKERS", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SystemExit(f"FANOUT_WORKERS must be a whole number of at least 1, not {raw!r}")
+    base = int(environ.get("FANOUT_METRICS_PORT", "9101"))
+    ports = [base + FANOUT_METRICS_PORT_STEP * n for n in range(count)]
+    return [
+        ("fanout" if n == 0 else f"fanout-{n + 1}", {"FANOUT_METRICS_PORT": str(port)})
+        for n, port in enumerate(ports)
+    ]
+
+
 def devstack_process_env(name: str, environ: Mapping[str, str], *, run_dir: Path = RUN_DIR) -> dict[str, str]:
     """The environment of one process of ``make run`` (``api``, ``fanout`` or ``relay``),
     from ``environ``, which wins over make run's defaults."""
@@ -229,9 +252,10 @@ def devstack_database() -> None:
 
 def devstack_run() -> int:
     """``make run``: the database, the dev broker when none answers, the topics, then the
-    API, the fan-out worker and the relay in the foreground until Ctrl-C or SIGTERM, or
-    until one of them exits (status 1)."""
+    API, FANOUT_WORKERS fan-out workers and the relay in the foreground until Ctrl-C or
+    SIGTERM, or until one of them exits (status 1)."""
     devstack_database()
+    workers = devstack_fanout_workers(os.environ)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     broker = broker_ensure(bootstrap, log_file=RUN_DIR / "broker.log", log=devstack_log)
     stack = Stack(dict(os.environ), RUN_DIR, log_files=False)
@@ -246,8 +270,12 @@ def devstack_run() -> int:
     status = 0
     try:
         manage("create_topics")
-        for name in COMMANDS:
-            stack.start(name)
+        stack.start("api")
+        for name, extra_env in workers:
+            stack.start(name, command=COMMANDS["fanout"], **extra_env)
+        stack.start("relay")
+        ports = ", ".join(env["FANOUT_METRICS_PORT"] for _, env in workers)
+        devstack_log(f"{len(workers)} fan-out worker(s), metrics on port(s) {ports}")
         port = os.environ.get("PORT", "8000")
         devstack_log(f"serving the API on http://{os.environ.get('HOST', '127.0.0.1')}:{port}; Ctrl-C stops")
         while not stopping:

@@ -76,6 +76,24 @@ def test_each_process_gets_the_environment_it_has_under_make_run(name, tmp_path)
         assert "PROMETHEUS_MULTIPROC_DIR" not in env
 
 
+def test_make_run_starts_fanout_workers_each_on_its_own_metrics_port():
+    assert stack.devstack_fanout_workers({}) == [("fanout", {"FANOUT_METRICS_PORT": "9101"})]
+    assert stack.devstack_fanout_workers({"FANOUT_WORKERS": "3", "FANOUT_METRICS_PORT": "9200"}) == [
+        ("fanout", {"FANOUT_METRICS_PORT": "9200"}),
+        ("fanout-2", {"FANOUT_METRICS_PORT": "9210"}),
+        ("fanout-3", {"FANOUT_METRICS_PORT": "9220"}),
+    ]
+    ports = {env["FANOUT_METRICS_PORT"] for _, env in stack.devstack_fanout_workers({"FANOUT_WORKERS": "10"})}
+    assert len(ports) == 10, "clear of each other"
+    assert "9102" not in ports, "and of the relay's port"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_make_run_refuses_a_worker_count_that_is_not_a_positive_number(value):
+    with pytest.raises(SystemExit, match="FANOUT_WORKERS must be a whole number of at least 1"):
+        stack.devstack_fanout_workers({"FANOUT_WORKERS": value})
+
+
 def test_the_environment_and_the_env_file_win_over_make_runs_defaults(tmp_path):
     env = stack.devstack_process_env("api", {"DJANGO_SECURE_SSL_REDIRECT": "true"}, run_dir=tmp_path)
 

@@ -292,6 +292,9 @@ FEED_ACTIVITY_RESOLUTION_SECONDS = max(1, env.int("FEED_ACTIVITY_RESOLUTION_SECO
 FEED_VACUUM_INTERVAL_SECONDS = env.int("FEED_VACUUM_INTERVAL_SECONDS", default=600)
 # Idle users whose entries one vacuum step deletes. Default: 500.
 FEED_VACUUM_BATCH = env.int("FEED_VACUUM_BATCH", default=500)
+# Hash partitions of the feed table on user_id, fixed when the migration that partitions it
+# runs (0: one plain table); manage.py partition_feeds changes it later. Default: 16.
+FEED_PARTITIONS = env.int("FEED_PARTITIONS", default=16)
 # Feed page size when no limit is given. Default: 20.
 FEED_PAGE_SIZE = env.int("FEED_PAGE_SIZE", default=20)
 # Largest feed page a client may ask for. Default: 100.

@@ -124,14 +124,43 @@ def test_commands_ports_and_scrape_targets_agree(services):
     assert fanout_env["METRICS_HOST"] == "0.0.0.0"
     assert "PROMETHEUS_MULTIPROC_DIR" in api_env
 
-    volume = services["prometheus"]["volumes"][0].split(":")[0]
-    scrape = yaml.safe_load((ROOT / volume).read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    targets = scrape_targets(services)
     assert targets["api"] == [f"api:{api_env['PORT']}"]
     assert targets["fanout"] == [f"fanout:{fanout_env['FANOUT_METRICS_PORT']}"]
     relay_env = env_of(services["relay"])
     assert targets["relay"] == [f"relay:{relay_env['OUTBOX_RELAY_METRICS_PORT']}"]
     assert relay_env["METRICS_HOST"] == "0.0.0.0"
+
+
+def scrape_targets(services: dict) -> dict[str, list[str]]:
+    """Each Prometheus job's targets, ``host:port``: listed, or every address of a compose
+    service name (DNS service discovery, for the services that run several replicas)."""
+    volume = services["prometheus"]["volumes"][0].split(":")[0]
+    scrape = yaml.safe_load((ROOT / volume).read_text())
+    targets = {}
+    for job in scrape["scrape_configs"]:
+        listed = [target for config in job.get("static_configs", []) for target in config["targets"]]
+        found = [f"{name}:{c['port']}" for c in job.get("dns_sd_configs", []) for name in c["names"]]
+        targets[job["job_name"]] = listed + found
+    return targets
+
+
+def test_several_workers_and_a_standby_relay_run_and_are_each_scraped(services):
+    """FANOUT_WORKERS replicas of the worker (2 unless the operator says), two relays (one
+    of them a standby): Prometheus must find every replica, not the first address only."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for environ, workers in ((OPERATOR_ENV, 2), ({**OPERATOR_ENV, "FANOUT_WORKERS": "4"}, 4)):
+        composed = yaml.safe_load(interpolate(text, environ))["services"]
+        assert int(composed["fanout"]["deploy"]["replicas"]) == workers
+        assert int(composed["relay"]["deploy"]["replicas"]) == 2
+        for name in ("fanout", "relay"):
+            assert "container_name" not in composed[name], "replicas cannot share a name"
+            assert "ports" not in composed[name], "nor a host port"
+    volume = services["prometheus"]["volumes"][0].split(":")[0]
+    jobs = {job["job_name"]: job for job in yaml.safe_load((ROOT / volume).read_text())["scrape_configs"]}
+    for name in ("fanout", "relay"):
+        assert [c["type"] for c in jobs[name]["dns_sd_configs"]] == ["A"]
+        assert "static_configs" not in jobs[name]
 
 
 def test_prometheus_in_compose_may_scrape_the_api(services):
@@ -225,13 +254,10 @@ def test_the_image_exposes_every_port_compose_maps_or_prometheus_scrapes_on_it(c
     assert {"api", "fanout", "relay"} <= set(services)
 
     mapped = {int(str(p).rsplit(":", 1)[-1]) for s in services.values() for p in s.get("ports", [])}
-    volume = compose["services"]["prometheus"]["volumes"][0].split(":")[0]
-    scrape = yaml.safe_load((ROOT / volume).read_text())
     scraped = {
         int(target.rsplit(":", 1)[1])
-        for job in scrape["scrape_configs"]
-        for config in job["static_configs"]
-        for target in config["targets"]
+        for targets in scrape_targets(compose["services"]).values()
+        for target in targets
         if target.rsplit(":", 1)[0] in services
     }
     assert 8000 in mapped
