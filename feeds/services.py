@@ -311,7 +311,10 @@ def feeds_trim_measured(*, user_ids: Iterable[int]) -> tuple[int, dict[int, int]
                 f"    SELECT count(*) FROM (SELECT 1 FROM {table} AS e WHERE e.user_id = u.id"
                 "     LIMIT %(over)s) AS x"
                 "  ) AS size FROM unnest(%(users)s::bigint[]) AS u (id)"
-                "), cutoffs AS ("
+                # MATERIALIZED: each feed's cutoff found once. Inlined, the planner may fold it
+                # into the DELETE's join filter, where it runs for every entry it joins (on
+                # the partitioned table, over every partition).
+                "), cutoffs AS MATERIALIZED ("
                 "  SELECT s.user_id, ("
                 f"    SELECT e.post_id FROM {table} AS e WHERE e.user_id = s.user_id"
                 "     ORDER BY e.post_id DESC OFFSET %(max)s LIMIT 1"
