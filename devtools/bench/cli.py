@@ -22,6 +22,7 @@ from devtools.bench.fanout import fanout_compare, measure_fanout
 from devtools.bench.readers import idle_mark, measure_gating, measure_returning
 from devtools.bench.report import render, report_write
 from devtools.bench.run import Run
+from devtools.bench.scaleout import measure_partitioning, measure_workers
 from devtools.bench.seeding import FOLLOWER_LIMIT, graph_seed, load_files_write
 from devtools.stack import Stack, database_recreate
 
@@ -137,6 +138,8 @@ def measure(run: Run, env: dict[str, str]) -> None:
         measure_ceilings(run)
         measure_api(run)
         measure_fanout(run)
+        measure_workers(run)
+        measure_partitioning(run)
         measure_gating(run)
         measure_returning(run)
     finally:

@@ -79,6 +79,11 @@ def burst_drained(metrics_url: str) -> tuple[float, float]:
 def measure_latency_100(run: Run) -> None:
     """Post-to-feed latency of a ~100-follower author posting PROBE_RATE per second while
     the POST runs' authors bring the total to 50% of the worker-running maximum."""
+    run.results["latency_100"] = latency_100(run)
+
+
+def latency_100(run: Run) -> dict:
+    """measure_latency_100's figures, with whatever workers run."""
     rate = 0.5 * run.results["post"]["rps"]
     by_followers = run.graph["by_followers"]
     hundred = min(run.graph["active"][2:], key=lambda u: abs(by_followers.get(u, 0) - 100))
@@ -99,7 +104,7 @@ def measure_latency_100(run: Run) -> None:
         load=rate - probe,
         load_authors=load_authors,
     )
-    run.results["latency_100"] = {
+    return {
         "author_followers": by_followers.get(hundred, 0),
         "rate": rate,
         "probe_rate": probe,

@@ -22,6 +22,10 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         lines += _render_open(r)
     lines += _render_cpu(r, args=args)
     lines += _render_fanout(r)
+    if "workers" in r:
+        lines += _render_workers(r)
+    if "partitioning" in r:
+        lines += _render_partitioning(r)
     if "returning" in r:
         lines += _render_readers(r)
     lines += _render_targets(r)
@@ -235,6 +239,65 @@ def _render_fanout(r: dict) -> list[str]:
         *_fanout_rate_rows(r),
         *_fanout_latency_rows(r),
         f"| peak RSS | worker {r['rss_worker_mb']:.0f} MB, largest API worker {r['rss_api_mb']:.0f} MB |",
+        "",
+    ]
+
+
+def _render_workers(r: dict) -> list[str]:
+    def row(count: int, w: dict) -> str:
+        lat = w["latency_100"]
+        shares = " / ".join(f"{share:.0%}" for share in w["shares"])
+        return (
+            f"| {count} | {w['posts']:,} | {w['rows']:,.0f} | {w['seconds']:.2f} | {w['rows_per_s']:,.0f} "
+            f"| {shares} | {w['worker_us_per_row']:.1f} | {w['postgres_us_per_row']:.1f} "
+            f"| {w['machine_us_per_row']:.1f} | {lat['p50'] * 1000:.0f} / {lat['p99'] * 1000:.0f} |"
+        )
+
+    return [
+        "## Fan-out workers side by side",
+        "",
+        "Each count in turn on the same graph: a burst posted while no worker runs, drained by that",
+        "many `run_fanout` processes started at once in one group (from the first row written to",
+        "the last; the join is not counted), then the post-to-feed probe of the fan-out table with",
+        "them. CPU per row is measured over the drain, which runs alone.",
+        "",
+        "| workers | burst posts | rows | drain s | rows/s | rows per worker | worker CPU µs/row "
+        "| PostgreSQL CPU µs/row | machine CPU µs/row | post to feed p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(row(count, w) for count, w in r["workers"].items()),
+        "",
+    ]
+
+
+def _render_partitioning(r: dict) -> list[str]:
+    def row(layout: dict) -> str:
+        name = f"{layout['partitions']} hash partitions" if layout["partitions"] else "one plain table"
+        c, f, read, trim = layout["conversion"], layout["fanout"], layout["read"], layout["trim"]
+        converted = (
+            f"{c['rows']:,} rows: writes waited {c['copy_seconds']:.1f} s, reads {c['swap_seconds']:.2f} s"
+            if c
+            else "(as migrated)"
+        )
+        return (
+            f"| {name} | {converted} | {f['rows_per_s']:,.0f} | {read['rps']:,.0f} | {read['p50']:.1f} "
+            f"| {read['p99']:.1f} | {read['non_2xx']} "
+            f"| {trim['seconds'] * 1000:,.0f} ({trim['deleted']:,} rows) |"
+        )
+
+    trim = r["partitioning"][0]["trim"]
+    return [
+        "## The feed table partitioned or not",
+        "",
+        "The same rows in each layout in turn, converted by `feed_table_convert` (what the",
+        "migration runs) while the stack runs: the burst's fan-out written again in one process",
+        "(`feed_fanout_posts`, one transaction), uncached `GET /feeds/{id}?limit=19` through the",
+        f"API (wrk), and `feeds_trim` of {trim['users']:,} active users' feeds to {trim['to']} entries"
+        " (rolled back).",
+        "",
+        "| layout | conversion into it | fan-out rows/s | uncached read req/s | p50 ms | p99 ms "
+        "| non-2xx | trim ms |",
+        "|---|---|---|---|---|---|---|---|",
+        *(row(layout) for layout in r["partitioning"]),
         "",
     ]
 
