@@ -34,7 +34,7 @@ from django.conf import settings
 from psycopg import sql
 
 from feedsite.tests.test_docs import section
-from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, metric_sum, wait_for
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
@@ -234,6 +234,42 @@ def test_a_newcomer_follows_the_readme_from_make_run_to_the_admin(clone):
     finally:
         group_stop(stack, signal.SIGINT)
     assert "[devstack] stopped" in clone.log("run")
+
+
+def test_make_run_starts_the_fan_out_workers_it_is_asked_for(clone):
+    """OPERATING's scaling example: two workers in one group, each on its own metrics port,
+    sharing the topic's partitions."""
+    [command] = [line for line in shown_commands(OPERATING, "## Scaling") if "FANOUT_WORKERS" in line]
+    assert command == "FANOUT_WORKERS=2 make run"
+    stack = clone.start(command, "run-workers")
+    first = int(clone.env["FANOUT_METRICS_PORT"])
+    ports = (first, first + 10)
+
+    def owned() -> list[float]:
+        counts = []
+        for port in ports:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except requests.RequestException:
+                return []
+            counts.append(metric_sum(text, "feed_fanout_assigned_partitions"))
+        return counts
+
+    try:
+        wait_for(
+            lambda: ready(stack, f"{clone.api}/readyz", clone.log("run-workers")), timeout=150, what=command
+        )
+        assert f"2 fan-out worker(s), metrics on port(s) {ports[0]}, {ports[1]}" in clone.log("run-workers")
+        # Both in the group, every partition owned by one of them.
+        spread = wait_for(
+            lambda: (counts := owned()) and min(counts) >= 1 and sum(counts) == 6 and counts,
+            timeout=60,
+            what="the two workers to share the 6 partitions",
+        )
+        assert sorted(spread) == [3, 3]
+    finally:
+        group_stop(stack, signal.SIGINT)
+    assert "[devstack] stopped" in clone.log("run-workers")
 
 
 def ready(process: subprocess.Popen, url: str, log: str) -> bool:
