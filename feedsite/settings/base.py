@@ -157,6 +157,12 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
 DATABASES["default"]["OPTIONS"].setdefault(
     "tcp_user_timeout", env.int("DB_TCP_USER_TIMEOUT_MS", default=30000)
 )
+# PostgreSQL's JIT for this project's connections (false: jit=off as a startup option).
+# Every statement here is short, so a compile never pays for itself; on the partitioned
+# feed table the worker's trim passed jit_above_cost and took 16 times as long. Default: false.
+if not env.bool("DB_JIT", default=False):
+    _options = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = f"{_options} -c jit=off".strip()
 DATABASES["default"]["OPTIONS"].setdefault("keepalives", 1)
 DATABASES["default"]["OPTIONS"].setdefault("keepalives_idle", 30)
 DATABASES["default"]["OPTIONS"].setdefault("keepalives_interval", 10)
