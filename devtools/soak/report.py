@@ -1,0 +1,98 @@
+"""The soak's section of BENCHMARKS.md, between its markers, which ``make bench`` keeps
+when it rewrites the rest of the file (``devtools/bench/report.py``)."""
+
+import datetime
+import os
+from pathlib import Path
+
+from devtools.processes import ROOT
+
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+START = "<!-- soak:start -->"
+END = "<!-- soak:end -->"
+
+
+def section_of(text: str) -> str | None:
+    """The soak section of a BENCHMARKS.md, its markers included; None if it has none."""
+    start = text.find(START)
+    end = text.find(END, start)
+    if start < 0 or end < 0:
+        return None
+    return text[start : end + len(END)]
+
+
+def section_put(text: str, section: str) -> str:
+    """``text`` with its soak section replaced by ``section``, or ``section`` appended."""
+    old = section_of(text)
+    if old is not None:
+        return text.replace(old, section, 1)
+    return f"{text.rstrip()}\n\n{section}\n" if text.strip() else f"{section}\n"
+
+
+def soak_section_keep(text: str, *, old: str) -> str:
+    """A new BENCHMARKS.md, ``text``, with the soak section of the ``old`` one, if any."""
+    section = section_of(old)
+    return text if section is None else section_put(text, section)
+
+
+def section_write(section: str, *, path: Path = BENCHMARKS) -> None:
+    path.write_text(section_put(path.read_text() if path.exists() else "", section))
+
+
+def render(
+    *,
+    seconds: float,
+    workers: int,
+    graph: str,
+    settings: dict[str, str],
+    maximum: dict,
+    target: float,
+    mix: str,
+    header: str,
+    rows: list[str],
+    traffic: list[str],
+    load: str,
+    checks: list,
+    verdict: str,
+) -> str:
+    """The soak section: what ran, the per-minute table, the traffic and the checks."""
+    return "\n".join(
+        [
+            START,
+            "## Soak",
+            "",
+            f"`make soak` on {datetime.date.today().isoformat()}, {os.cpu_count()} CPUs: "
+            f"{seconds / 60:.0f} minutes of traffic at {target:.0f} requests/s, half the maximum post "
+            f"rate of {maximum['rps']:.0f}/s measured first (wrk, 32 connections, closed loop), with "
+            f"{workers} fan-out worker{'s' if workers != 1 else ''}.",
+            f"Graph: {graph}.",
+            "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + "; production otherwise.",
+            f"Mix per second: {mix}.",
+            "",
+            "### Per minute",
+            "",
+            "RSS in MB; `lag` the workers' `feed_fanout_consumer_lag`; `outbox` rows not yet "
+            "published and `unapplied` events not yet applied (from the database); post→feed "
+            "p99 over the minute from the workers' histogram; errors, dead letters and restarts "
+            "since the start; CPU in cores (load: the soak's own process).",
+            "",
+            header,
+            "|" + "---|" * header.count(" | ") + "---|",
+            *rows,
+            "",
+            "### Traffic",
+            "",
+            *traffic,
+            "",
+            load,
+            "",
+            "### Final checks",
+            "",
+            "| check | value | limit | result |",
+            "|---|---|---|---|",
+            *(f"| {c.name} | {c.value} | {c.limit} | {c.result} |" for c in checks),
+            "",
+            f"Verdict: {verdict}.",
+            END,
+        ]
+    )
