@@ -34,11 +34,14 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
 
 
 def report_write(table: str, *, results: dict, smoke: bool) -> None:
-    """The table on stdout and, unless ``smoke``, in BENCHMARKS.md; the raw results in the
-    run directory."""
+    """The table on stdout and, unless ``smoke``, in BENCHMARKS.md, keeping the soak's
+    section there (``make soak``); the raw results in the run directory."""
     print(table)
     if not smoke:
-        (ROOT / "BENCHMARKS.md").write_text(table)
+        from devtools.soak.report import soak_section_keep
+
+        path = ROOT / "BENCHMARKS.md"
+        path.write_text(soak_section_keep(table, old=path.read_text() if path.exists() else ""))
         log("written to BENCHMARKS.md")
     (RUN_DIR / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
