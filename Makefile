@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ENV_FILE := .env
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos bench test test-fast test-packages lint venv clean
+.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos soak bench test test-fast test-packages lint venv clean
 
 ## help: list the targets with what each does (what `make` alone does)
 help:
@@ -75,6 +75,12 @@ infra: $(ENV_FILE)
 CHAOS_SECONDS ?= 120
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py --seconds $(CHAOS_SECONDS)
+
+## soak: the stack under a steady traffic mix at half its maximum for SOAK_SECONDS; fails on leaks or losses
+SOAK_SECONDS ?= 1800
+SOAK_WORKERS ?= 1
+soak: $(STAMP)
+	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) --workers $(SOAK_WORKERS)
 
 ## bench: seed a graph, run the stack with production settings, measure; writes BENCHMARKS.md
 bench: $(STAMP)

@@ -10,7 +10,7 @@ environment, only the addresses of this suite's PostgreSQL, Redis and broker, a 
 topics and ports of its own.
 
 Not run here: ``make test`` and ``make test-fast`` (the suite itself), ``make bench``,
-``make chaos`` (restarts PostgreSQL), and the ``docker compose`` commands and ``make infra``
+``make chaos`` (restarts PostgreSQL), ``make soak``, and the ``docker compose`` commands and ``make infra``
 (no Docker here; feedsite/tests/test_compose.py checks the compose file).
 """
 
