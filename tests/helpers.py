@@ -18,6 +18,7 @@ from django.conf import settings
 
 from devtools.processes import ROOT, free_port, metric_sum, restart_postgres, restart_redis, stop_process
 from eventbus.topics import kafka_config
+from feedsite.settings.test import TEST_ENV_DEFAULTS
 
 __all__ = [
     "ROOT",
@@ -29,6 +30,7 @@ __all__ = [
     "offsets_committed",
     "restart_postgres",
     "restart_redis",
+    "smoke_run",
     "start_manage",
     "stop_process",
     "subprocess_env",
@@ -96,6 +98,29 @@ def subprocess_env(kafka_env: dict[str, str], **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def smoke_run(script: str, *, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """``scripts/<script> --smoke``, a development tool's tiny run, as a newcomer's shell runs
+    it (none of the suite's settings in its environment) with ``env`` added; its output
+    captured. Fails if the run changed BENCHMARKS.md: a smoke run leaves the committed
+    results alone."""
+    environ = {
+        k: v for k, v in os.environ.items() if k not in TEST_ENV_DEFAULTS and k != "DJANGO_SETTINGS_MODULE"
+    }
+    benchmarks = ROOT / "BENCHMARKS.md"
+    before = benchmarks.read_bytes() if benchmarks.exists() else None
+    result = subprocess.run(
+        [sys.executable, f"scripts/{script}", "--smoke"],
+        cwd=ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    after = benchmarks.read_bytes() if benchmarks.exists() else None
+    assert after == before, f"scripts/{script} --smoke changed BENCHMARKS.md"
+    return result
 
 
 def start_manage(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

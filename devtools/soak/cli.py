@@ -27,7 +27,7 @@ from devtools.soak.verdict import (
     latency_check,
     verdict,
 )
-from devtools.soak.watch import HEADER, Watch, backlog, dead_letters, quantile
+from devtools.soak.watch import HEAD, LEGEND, Watch, backlog, dead_letters, quantile
 from devtools.stack import COMMANDS, Stack, devstack_fanout_workers, manage, wait_http
 
 # Django is set up by main() from the soak's own environment, so the modules that need it
@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_wrk()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    # This run's logs only: the stack appends to them.
+    for old in RUN_DIR.glob("*.log"):
+        old.unlink()
     bench_args = argparse.Namespace(
         users=args.users, avg_follows=args.avg_follows, seconds=args.measure_seconds, pin_load=None
     )
@@ -160,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             maximum=maximum,
             target=target,
             mix=mix_summary(target),
-            header=HEADER,
+            legend=LEGEND,
+            head=HEAD,
             rows=watch.rows,
             traffic=traffic_lines,
             load=load_line,
@@ -229,7 +233,7 @@ def soak(
         interval=args.interval,
     )
     log(f"mix per second: {mix_summary(target)}")
-    print(f"\n{HEADER}\n|" + "---|" * (HEADER.count(" | ") + 1), flush=True)
+    print(f"\n{LEGEND}\n\n{HEAD}", flush=True)
     sample_every = min(SAMPLE_SECONDS, args.interval)
     next_sample, next_row = sample_every, args.interval
     busy_before = machine_busy()

@@ -48,7 +48,8 @@ def render(
     maximum: dict,
     target: float,
     mix: str,
-    header: str,
+    legend: str,
+    head: str,
     rows: list[str],
     traffic: list[str],
     load: str,
@@ -71,13 +72,9 @@ def render(
             "",
             "### Per minute",
             "",
-            "RSS in MB; `lag` the workers' `feed_fanout_consumer_lag`; `outbox` rows not yet "
-            "published and `unapplied` events not yet applied (from the database); post→feed "
-            "p99 over the minute from the workers' histogram; errors, dead letters and restarts "
-            "since the start; CPU in cores (load: the soak's own process).",
+            legend,
             "",
-            header,
-            "|" + "---|" * header.count(" | ") + "---|",
+            head,
             *rows,
             "",
             "### Traffic",

@@ -20,12 +20,20 @@ from devtools.stack import Stack
 LATENCY = "feed_post_to_feed_latency_seconds"
 LAG = "feed_fanout_consumer_lag"
 
-# The per-minute table's columns.
+# The per-minute table's columns, and what they hold.
+LEGEND = (
+    "RSS in MB; lag: the workers' feed_fanout_consumer_lag; outbox: rows not yet published, "
+    "unapplied: events not yet applied (from the database); post→feed p99 over the row's "
+    "time, from the workers' histogram; errors, dead letters and restarts since the start; "
+    "CPU in cores (load: the soak's own process)."
+)
 HEADER = (
     "| time | posts/s | req/s | API MB (master / workers) | fan-out MB | relay MB | broker MB "
     "| lag | outbox | unapplied | post→feed p99 ms | 5xx / 4xx / errors | dead letters | restarts "
     "| CPU load / server (PostgreSQL) / machine |"
 )
+# The table's heading: the columns and the markdown rule under them.
+HEAD = HEADER + "\n|" + "---|" * (HEADER.count(" | ") + 1)
 
 
 def rss_mb(pid: int) -> float | None:

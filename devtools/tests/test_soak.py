@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from devtools.soak import report
+from devtools.soak.cli import load_summary
 from devtools.soak.traffic import Traffic, status_class
-from devtools.soak.verdict import JUDGED_SECONDS, growth, growth_checks
-from devtools.soak.watch import buckets_since, histogram_buckets, quantile
-from feedsite.settings.test import TEST_ENV_DEFAULTS
-from tests.helpers import ROOT
+from devtools.soak.verdict import JUDGED_SECONDS, Check, growth, growth_checks
+from devtools.soak.watch import HEAD, LEGEND, buckets_since, histogram_buckets, quantile
+from tests.helpers import ROOT, smoke_run
 
 # Half an hour sampled every 10 s, as a full soak samples each process.
 TIMES = [10.0 * n for n in range(181)]
@@ -290,25 +290,12 @@ CORRECTNESS = [
 
 @pytest.mark.drill
 def test_the_soak_smoke_runs_the_stack_and_checks_every_feed():
-    env = {
-        k: v for k, v in os.environ.items() if k not in TEST_ENV_DEFAULTS and k != "DJANGO_SETTINGS_MODULE"
-    }
-    env.update(
+    result = smoke_run(
+        "soak.py",
+        timeout=90,
         SOAK_DATABASE_URL="postgres://postgres@127.0.0.1:5432/feeds_soak_smoke",
         # The suite's own Redis database, which it empties around each test anyway.
-        SOAK_REDIS_URL=TEST_ENV_DEFAULTS["REDIS_URL"]
-        if "REDIS_URL" not in os.environ
-        else os.environ["REDIS_URL"],
-    )
-    benchmarks = (ROOT / "BENCHMARKS.md").read_bytes() if (ROOT / "BENCHMARKS.md").exists() else None
-
-    result = subprocess.run(
-        [sys.executable, "scripts/soak.py", "--smoke"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
+        SOAK_REDIS_URL=os.environ["REDIS_URL"],
     )
 
     out = result.stdout
@@ -322,6 +309,62 @@ def test_the_soak_smoke_runs_the_stack_and_checks_every_feed():
     passed = "soak passed" in out
     assert result.returncode == (0 if passed else 1), out[-3000:]
     assert passed == all(v != "FAILED" for v in checks.values())
-    # A smoke run leaves the committed results alone.
-    after = (ROOT / "BENCHMARKS.md").read_bytes() if (ROOT / "BENCHMARKS.md").exists() else None
-    assert after == benchmarks
+
+
+def traffic_with(*, done: int, late: int, cpu_seconds: float) -> Traffic:
+    traffic = Traffic(
+        port=1, rates={"post": 1.0}, users={1: "t"}, follows={}, candidates=[1], weights=[1.0], seed=1
+    )
+    traffic.stats["post"].statuses[201] = done
+    traffic.stats["post"].late = late
+    traffic.thread_cpu = cpu_seconds
+    return traffic
+
+
+def test_a_load_that_kept_its_schedule_passes():
+    line, check = load_summary(traffic_with(done=1000, late=5, cpu_seconds=30), seconds=100, busy=1.5)
+
+    assert check.ok is True
+    assert "0.30 cores on average (20% of the machine's busy CPU" in line
+    assert "It kept up" in line
+
+
+@pytest.mark.parametrize(("cpu_seconds", "blame"), [(95, "the load generator"), (20, "the server")])
+def test_a_load_that_fell_behind_says_who_did(cpu_seconds, blame):
+    line, check = load_summary(
+        traffic_with(done=1000, late=50, cpu_seconds=cpu_seconds), seconds=100, busy=2.0
+    )
+
+    assert check.ok is False
+    assert f"WARNING: the traffic fell behind its schedule, by {blame}" in line
+
+
+def test_the_section_holds_the_table_and_the_checks_between_its_markers(tmp_path):
+    checks = [Check("dead letters", "0", "0", True), Check("api not rising", "x", "y", None)]
+    section = report.render(
+        seconds=1800,
+        workers=1,
+        graph="a graph",
+        settings={"FEED_MAX_ENTRIES": "1000000"},
+        maximum={"rps": 400.0},
+        target=200.0,
+        mix="a mix",
+        legend=LEGEND,
+        head=HEAD,
+        rows=["| 1:00 | 40 | 200 | ... |"],
+        traffic=["| request | ... |"],
+        load="Load generator: ...",
+        checks=checks,
+        verdict="passed",
+    )
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n")
+
+    report.section_write(section, path=path)
+
+    assert report.section_of(path.read_text()) == section
+    assert f"{HEAD}\n| 1:00 | 40 | 200 | ... |\n" in section
+    assert "30 minutes of traffic at 200 requests/s, half the maximum post rate of 400/s" in section
+    assert "| dead letters | 0 | 0 | ok |" in section
+    assert "| api not rising | x | y | not judged |" in section
+    assert section.endswith(f"Verdict: passed.\n{report.END}")
