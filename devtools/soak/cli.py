@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for check in checks:
         print(f"| {check.name} | {check.value} | {check.limit} | {check.result} |")
     log(f"soak {outcome}")
-    if not args.smoke and args.seconds >= FULL_SECONDS:
+    if section_due(args):
         section = report.render(
             seconds=args.seconds,
             workers=args.workers,
@@ -174,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.section_write(section)
         log("written to BENCHMARKS.md")
     return 0 if outcome == "passed" else 1
+
+
+def section_due(args: argparse.Namespace) -> bool:
+    """Whether the run writes its section of BENCHMARKS.md: a full-length one only."""
+    return not args.smoke and args.seconds >= FULL_SECONDS
 
 
 def prepare(run: Run, env: dict[str, str]) -> None:
@@ -221,9 +226,10 @@ def measure_max(run: Run) -> dict:
 def soak(
     run: Run, args: argparse.Namespace, workers: list[tuple[str, dict[str, str]]], target: float
 ) -> tuple[Watch, Traffic, float]:
-    """The traffic at ``target`` requests per second shared by the mix, for ``args.seconds``, with a
-    row of the table every ``args.interval``; a process that exits is started again
-    (counted). Returns the watch, the traffic and the machine's busy cores meanwhile."""
+    """The traffic at ``target`` requests per second shared by the mix, for
+    ``args.seconds``, with a row of the table every ``args.interval``; a process that exits
+    is started again (counted). Returns the watch, the traffic and the machine's busy cores
+    meanwhile."""
     traffic = traffic_build(run, {kind: share * target for kind, share in MIX.items()}, seed=args.seed)
     watch = Watch(
         stack=run.stack,

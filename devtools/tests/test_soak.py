@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from devtools.soak import report
-from devtools.soak.cli import load_summary
+from devtools.soak.cli import arguments, load_summary, section_due
 from devtools.soak.traffic import Traffic, status_class
 from devtools.soak.verdict import JUDGED_SECONDS, Check, growth, growth_checks
 from devtools.soak.watch import HEAD, LEGEND, buckets_since, histogram_buckets, quantile
@@ -264,6 +264,16 @@ def test_the_traffic_sends_the_mix_on_schedule_as_requests_the_api_accepts():
     assert len({post for post, _ in deleted}) == len(deleted)
     assert all(StubApi.authors[post] == token for post, token in deleted)
     assert traffic.thread_cpu > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "due"),
+    [([], True), (["--seconds", "1800"], True), (["--seconds", "300"], False), (["--smoke"], False)],
+)
+def test_only_a_full_length_run_writes_its_section(argv, due, monkeypatch):
+    monkeypatch.delenv("SOAK_SECONDS", raising=False)
+
+    assert section_due(arguments(argv)) is due
 
 
 def test_the_soak_script_parses_its_options():
