@@ -101,6 +101,15 @@ def status_class(kind: str, status: int | str) -> str:
     return "4xx" if status >= 400 else "other"
 
 
+def _decoded(data: bytes) -> dict | None:
+    """A JSON object body; None for anything else (an empty body, an HTML error page)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 class Traffic:
     """The open loop: ``rates`` requests per second of each kind for ``seconds``, as the
     ``users`` (id to token) whose follows are ``follows``; new follows go to
@@ -234,8 +243,7 @@ class Traffic:
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
                 return None, type(exc).__name__, None
-            decoded = json.loads(data) if data and request.settle is not None else None
-            return connection, response.status, decoded
+            return connection, response.status, _decoded(data) if request.settle is not None else None
         raise AssertionError("unreachable")
 
     def _record(
@@ -282,7 +290,7 @@ class Traffic:
         user = self._user()
 
         def settle(status: int | str, body: dict | None) -> None:
-            if status == 201:
+            if status == 201 and body and "id" in body:
                 self.posts.append((body["id"], user))
 
         return Request(
@@ -309,7 +317,7 @@ class Traffic:
 
     def _cursor_keeper(self, user: int) -> Callable[[int | str, dict | None], None]:
         def settle(status: int | str, body: dict | None) -> None:
-            if status == 200 and body.get("next_cursor"):
+            if status == 200 and body and body.get("next_cursor"):
                 self.cursors[user] = body["next_cursor"]
 
         return settle
