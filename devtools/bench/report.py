@@ -262,7 +262,8 @@ def _render_workers(r: dict) -> list[str]:
         "Each count in turn on the same graph: a burst posted while no worker runs, drained by that",
         "many `run_fanout` processes started at once in one group (from the first row written to",
         "the last; the join is not counted), then the post-to-feed probe of the fan-out table with",
-        "them. CPU per row is measured over the drain, which runs alone.",
+        "them. CPU per row is measured from the workers' start to 3 s after the last row, with",
+        "nothing else posting or reading: the join and the idle tail are in it, so it is an upper bound.",
         "",
         "| workers | burst posts | rows | drain s | rows/s | rows per worker | worker CPU µs/row "
         "| PostgreSQL CPU µs/row | machine CPU µs/row | post to feed p50 / p99 ms |",

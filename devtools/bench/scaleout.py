@@ -50,15 +50,34 @@ def measure_workers(run: Run) -> None:
             "worker_us_per_row": (workers_cpu(run) - cpu) * per_row,
             "postgres_us_per_row": (database_cpu() - database) * per_row,
             "machine_us_per_row": (machine_busy() - machine) * per_row,
-            "latency_100": latency_100(run),
         }
-    workers_stop(run)
-    workers_start(run, 1)
+        # The probe with every worker in the group (a drain can end before the last joins).
+        workers_owning(urls)
+        run.results["workers"][count]["latency_100"] = latency_100(run)
+    # Back to the first worker alone: the others leave and it takes their partitions (on
+    # the dev broker, a worker that joins an emptied group at once may wait minutes).
+    workers_stop(run, keep="fanout")
+    workers_owning([run.metrics_url])
 
 
-def workers_stop(run: Run) -> None:
-    for name in [n for n in run.stack.processes if n.startswith("fanout")]:
+def workers_stop(run: Run, *, keep: str | None = None) -> None:
+    for name in [n for n in run.stack.processes if n.startswith("fanout") and n != keep]:
         run.stack.stop(name)
+
+
+def workers_owning(urls: list[str], *, timeout: float = 60.0) -> None:
+    """Wait until the workers at ``urls`` own every partition of the events topic between
+    them, each some: the runs measure the group at work, not its join."""
+    from django.conf import settings
+
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = [metric(url, "feed_fanout_assigned_partitions") for url in urls]
+        if sum(owned) == settings.FEED_EVENTS_PARTITIONS and min(owned) > 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers own {owned} partitions after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def workers_start(run: Run, count: int) -> list[str]:
