@@ -189,7 +189,7 @@ def test_a_trim_finds_each_feeds_cutoff_once_not_once_per_entry(settings):
     over the bound, in a table of 30,000 other entries."""
     settings.FEED_MAX_ENTRIES = 50
     users = User.objects.bulk_create(User(username=f"u{n}") for n in range(400))
-    readers, others = users[:100], users[100:]
+    readers = users[:100]
     posts = Post.objects.bulk_create(Post(author=users[0], content=str(n)) for n in range(100))
     FeedEntry.objects.bulk_create(
         FeedEntry(user=user, post=post)
@@ -211,5 +211,4 @@ def test_a_trim_finds_each_feeds_cutoff_once_not_once_per_entry(settings):
         transaction.set_rollback(True)
 
     loops = [int(n) for n in re.findall(r"loops=(\d+)", plan)]
-    assert others, "the other feeds only fill the table"
     assert max(loops) <= len(readers), plan
