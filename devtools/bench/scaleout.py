@@ -12,7 +12,7 @@
 import time
 
 from devtools.bench.common import log, metric, wait_idle
-from devtools.bench.cpu import machine_busy, postgres_pids, proc_cpu, with_descendants
+from devtools.bench.cpu import CpuMeter, postgres_pids, with_descendants
 from devtools.bench.fanout import burst_post, fanout_insert_select, fanout_timed, latency_100
 from devtools.bench.run import Run
 from devtools.processes import free_port
@@ -39,17 +39,20 @@ def measure_workers(run: Run) -> None:
         workers_stop(run)
         burst_post(run, burst)
         urls = workers_start(run, count)
-        cpu, database, machine = workers_cpu(run), database_cpu(), machine_busy()
+        meter = CpuMeter({"worker": lambda: workers_pids(run), "postgres": postgres_pids})
+        started = time.monotonic()
+        meter.start()
         drained = drained_by(urls)
-        per_row = 1e6 / max(drained["rows"], 1)
+        cores = meter.stop()
+        # CPU µs per row written: the workers', PostgreSQL's, and the whole machine's
+        # (the drain runs alone: nothing else is posting or reading).
+        per_row = (time.monotonic() - started) * 1e6 / max(drained["rows"], 1)
         run.results["workers"][count] = {
             **drained,
             "posts": burst,
-            # CPU µs per row written: the workers', PostgreSQL's, and the whole machine's
-            # (the drain runs alone: nothing else is posting or reading).
-            "worker_us_per_row": (workers_cpu(run) - cpu) * per_row,
-            "postgres_us_per_row": (database_cpu() - database) * per_row,
-            "machine_us_per_row": (machine_busy() - machine) * per_row,
+            "worker_us_per_row": cores["worker"] * per_row,
+            "postgres_us_per_row": cores["postgres"] * per_row,
+            "machine_us_per_row": cores["machine"] * per_row,
         }
         # The probe with every worker in the group (a drain can end before the last joins).
         workers_owning(urls)
@@ -97,20 +100,14 @@ def workers_start(run: Run, count: int) -> list[str]:
     return urls
 
 
-def workers_cpu(run: Run) -> float:
-    """CPU seconds the running workers have used so far."""
-    pids = [
+def workers_pids(run: Run) -> list[int]:
+    """The running workers' processes."""
+    return [
         pid
         for name, process in run.stack.processes.items()
         if name.startswith("fanout")
         for pid in with_descendants(process.pid)
     ]
-    return sum(cpu for pid in pids if (cpu := proc_cpu(pid)) is not None)
-
-
-def database_cpu() -> float:
-    """CPU seconds the benchmark database's PostgreSQL processes have used so far."""
-    return sum(cpu for pid in postgres_pids() if (cpu := proc_cpu(pid)) is not None)
 
 
 def drained_by(urls: list[str], *, quiet: float = 3.0, timeout: float = 300.0) -> dict:
