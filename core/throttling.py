@@ -207,6 +207,18 @@ class FollowCreateThrottle(UserRateThrottle):
     scope = "follow"
 
 
+class BlockCreateThrottle(UserRateThrottle):
+    """Each block ends the follows both ways and rewrites both feeds."""
+
+    scope = "block"
+
+
+class MuteCreateThrottle(UserRateThrottle):
+    """Each mute removes the muted account's posts from a feed."""
+
+    scope = "mute"
+
+
 class FeedReadThrottle(UserRateThrottle):
     """Feed reads that reach Django: the fast path answers cached first pages before
     this runs, so a cache hit never pays for the limit."""

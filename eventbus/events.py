@@ -16,6 +16,10 @@ POST_DELETED = "post.deleted"
 FOLLOW_CREATED = "follow.created"
 FOLLOW_DELETED = "follow.deleted"
 FEEDS_REBUILD = "feeds.rebuild"
+BLOCK_CREATED = "block.created"
+BLOCK_DELETED = "block.deleted"
+MUTE_CREATED = "mute.created"
+MUTE_DELETED = "mute.deleted"
 
 
 class PoisonMessage(Exception):
@@ -67,6 +71,16 @@ class FollowChanged(BaseModel):
     followee_id: int = Field(ge=1)
 
 
+class RelationChanged(BaseModel):
+    """Payload of block.created, block.deleted, mute.created and mute.deleted: ``user_id``
+    blocks (or mutes) ``target_id``, or no longer does."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    user_id: int = Field(ge=1)
+    target_id: int = Field(ge=1)
+
+
 class FeedsRebuild(BaseModel):
     """Payload of feeds.rebuild: recompute these users' stored feeds (an operator's request)."""
 
@@ -81,6 +95,10 @@ PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     (FOLLOW_CREATED, 1): FollowChanged,
     (FOLLOW_DELETED, 1): FollowChanged,
     (FEEDS_REBUILD, 1): FeedsRebuild,
+    (BLOCK_CREATED, 1): RelationChanged,
+    (BLOCK_DELETED, 1): RelationChanged,
+    (MUTE_CREATED, 1): RelationChanged,
+    (MUTE_DELETED, 1): RelationChanged,
 }
 
 

@@ -9,7 +9,7 @@ class FeedsConfig(AppConfig):
         from django.db.models.signals import post_delete
 
         from feeds import receivers
-        from follows.signals import reader_returned
+        from follows.signals import feeds_hidden, reader_returned
         from posts.models import Post
 
         post_delete.connect(
@@ -20,3 +20,4 @@ class FeedsConfig(AppConfig):
         reader_returned.connect(
             receivers.returning_reader_pages_forget, dispatch_uid="feeds.returning_reader_pages_forget"
         )
+        feeds_hidden.connect(receivers.hidden_pages_forget, dispatch_uid="feeds.hidden_pages_forget")

@@ -6,8 +6,8 @@ import json
 from django.conf import settings
 
 from core import metrics
+from core.cursor import cursor_encode
 from feeds import cache
-from feeds.cursor import cursor_encode
 from feeds.selectors import feed_page_posts
 from follows.activity import reader_feed_trusted
 from posts.models import Post

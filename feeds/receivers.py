@@ -3,7 +3,8 @@
 A deleted post leaves the author's own cached first page at once, when the delete commits,
 so the author sees it gone even while the worker lags; followers' pages are made stale by
 the worker when it applies the ``post.deleted`` event. A user who comes back loses the
-pages cached before they went away.
+pages cached before they went away. A block, a mute or an unmute drops the cached pages of
+the users it concerns when it commits, before the API answers.
 """
 
 import logging
@@ -13,6 +14,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 
 from feeds import cache
+from feeds.stalepages import stale_pages_forget, stale_pages_record
 from posts.models import Post
 
 logger = logging.getLogger(__name__)
@@ -35,3 +37,21 @@ def returning_reader_pages_forget(sender: type, user_id: int, **kwargs: Any) -> 
     """A user came back (sent after the commit): a page cached before they went away may lack
     the posts fan-out skipped while they were away."""
     cache.pages_invalidate_quietly([user_id])
+
+
+def hidden_pages_forget(sender: type, user_ids: list[int], **kwargs: Any) -> None:
+    """Inside the transaction of a block, mute or unmute: its users' cached pages are
+    recorded as stale in it, and invalidated once it commits. Should Redis refuse, the row
+    stays for the worker (``stale_pages_flush``), and no page is served from Redis while it
+    is down; the worker invalidates them again when it applies the event."""
+    row = stale_pages_record(user_ids=user_ids)
+
+    def invalidate() -> None:
+        try:
+            cache.pages_invalidate(user_ids)
+        except RedisError:
+            logger.warning("feed cache unavailable; pages of users %s not invalidated", user_ids)
+            return
+        stale_pages_forget(ids=[row])
+
+    transaction.on_commit(invalidate)

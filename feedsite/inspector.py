@@ -25,11 +25,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from consumers.selectors import applied_offsets_of
+from core.cursor import cursor_decode
 from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED
 from eventbus.models import OutboxMessage
 from eventbus.selectors import outbox_messages_of_events
 from feeds import cache
-from feeds.cursor import cursor_decode
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
 from feeds.selectors import EntrySource, feed_entry_sources, feed_reaches_post

@@ -7,7 +7,16 @@ from feeds.views import FeedView
 from feedsite.adminlogin import admin_login
 from feedsite.health import healthz, metrics_export, readyz
 from feedsite.inspector import inspector_view
-from follows.views import FollowCreateView, FollowDeleteView, TokenObtainView, UserCreateView
+from follows.views import (
+    BlockDeleteView,
+    BlockListCreateView,
+    FollowCreateView,
+    FollowDeleteView,
+    MuteDeleteView,
+    MuteListCreateView,
+    TokenObtainView,
+    UserCreateView,
+)
 from posts.views import PostCreateView, PostDetailView
 
 register_converter(IdConverter, "id")
@@ -23,6 +32,10 @@ urlpatterns = [
     path("posts/<id:post_id>", PostDetailView.as_view(), name="post-detail"),
     path("follow", FollowCreateView.as_view(), name="follow-create"),
     path("follow/<id:followee_id>", FollowDeleteView.as_view(), name="follow-delete"),
+    path("blocks", BlockListCreateView.as_view(), name="block-list"),
+    path("blocks/<id:user_id>", BlockDeleteView.as_view(), name="block-delete"),
+    path("mutes", MuteListCreateView.as_view(), name="mute-list"),
+    path("mutes/<id:user_id>", MuteDeleteView.as_view(), name="mute-delete"),
     path("feeds/<id:user_id>", FeedView.as_view(), name="feed"),
     path("metrics", metrics_export, name="metrics"),
     path("healthz", healthz, name="healthz"),

@@ -12,7 +12,7 @@ class FollowsConfig(AppConfig):
         from rest_framework.authtoken.models import Token
 
         from follows import receivers
-        from follows.models import Follow
+        from follows.models import Block, Follow, Mute
 
         post_delete.connect(
             receivers.forget_cached_token, sender=Token, dispatch_uid="follows.forget_cached_token"
@@ -33,3 +33,15 @@ class FollowsConfig(AppConfig):
         post_delete.connect(
             receivers.announce_follow_deleted, sender=Follow, dispatch_uid="follows.announce_follow_deleted"
         )
+        for model in (Block, Mute):
+            name = model.__name__.lower()
+            post_save.connect(
+                receivers.announce_relation_created,
+                sender=model,
+                dispatch_uid=f"follows.announce_{name}_created",
+            )
+            post_delete.connect(
+                receivers.announce_relation_deleted,
+                sender=model,
+                dispatch_uid=f"follows.announce_{name}_deleted",
+            )

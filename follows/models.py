@@ -49,6 +49,65 @@ class Follow(models.Model):
             super().save(*args, **kwargs)
 
 
+class Relation(models.Model):
+    """One account hiding another: ``user`` blocks or mutes ``target``."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    target = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        # As for a follow: the receiver's outbox event commits with the row.
+        with transaction.atomic(savepoint=False):
+            super().save(*args, **kwargs)
+
+
+class Block(Relation):
+    """``user`` blocks ``target``: the two are separated both ways. No follow stands between
+    them, neither can follow the other, and neither's posts reach the other's feed; the
+    blocked one cannot read the blocker's posts or profile. Reads check the pair (the
+    unique index, both ways round) for every post they take (``feeds.selectors``)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "target"], name="block_unique_pair"),
+            models.CheckConstraint(condition=~Q(user=F("target")), name="block_not_self"),
+        ]
+        indexes = [
+            # The blocks of a user, newest first (GET /blocks), and who blocks a user.
+            models.Index(fields=["user", "-id"], name="block_user_newest"),
+            models.Index(fields=["target", "user"], name="block_target_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} blocks {self.target.get_username()}"
+
+
+class Mute(Relation):
+    """``user`` mutes ``target``: the target's posts stay out of the user's home feed while
+    the mute stands; the follow, if any, stays, and the target is told nothing."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "target"], name="mute_unique_pair"),
+            models.CheckConstraint(condition=~Q(user=F("target")), name="mute_not_self"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "-id"], name="mute_user_newest"),
+            models.Index(fields=["target", "user"], name="mute_target_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} mutes {self.target.get_username()}"
+
+
 # Characters of a token's key the admin shows: enough to recognise one, too few to use it.
 TOKEN_PREFIX_LENGTH = 6
 

@@ -1,9 +1,9 @@
 """Keep the token cache honest, and announce follow changes as events.
 
 A deleted token or a changed user is looked up afresh; a changed password revokes the
-user's tokens. Follow events are stored in the
-outbox in the transaction of the change and keyed by the follower, so that a follow and
-an unfollow by the same person reach the worker in order.
+user's tokens. Follow, block and mute events are stored in the outbox in the transaction
+of the change and keyed by the follower (the blocker, the muter), so that the changes one
+person makes reach the worker in order.
 """
 
 from typing import Any
@@ -12,9 +12,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from eventbus.events import FOLLOW_CREATED, FOLLOW_DELETED, FollowChanged, event_build
+from eventbus.events import (
+    BLOCK_CREATED,
+    BLOCK_DELETED,
+    FOLLOW_CREATED,
+    FOLLOW_DELETED,
+    MUTE_CREATED,
+    MUTE_DELETED,
+    FollowChanged,
+    RelationChanged,
+    event_build,
+)
 from eventbus.outbox import outbox_enqueue
-from follows.models import Follow
+from follows.models import Block, Follow, Relation
 from follows.services import user_tokens_revoke
 from follows.tokencache import cached_tokens_forget
 
@@ -54,3 +64,19 @@ def announce_follow_deleted(sender: type[Follow], instance: Follow, **kwargs: An
 def _announce(event_type: str, follow: Follow) -> None:
     payload = FollowChanged(follower_id=follow.follower_id, followee_id=follow.followee_id)
     outbox_enqueue(event=event_build(event_type=event_type, payload=payload), key=str(follow.follower_id))
+
+
+def announce_relation_created(
+    sender: type[Relation], instance: Relation, created: bool, **kwargs: Any
+) -> None:
+    if created and not kwargs.get("raw"):
+        _announce_relation(BLOCK_CREATED if sender is Block else MUTE_CREATED, instance)
+
+
+def announce_relation_deleted(sender: type[Relation], instance: Relation, **kwargs: Any) -> None:
+    _announce_relation(BLOCK_DELETED if sender is Block else MUTE_DELETED, instance)
+
+
+def _announce_relation(event_type: str, relation: Relation) -> None:
+    payload = RelationChanged(user_id=relation.user_id, target_id=relation.target_id)
+    outbox_enqueue(event=event_build(event_type=event_type, payload=payload), key=str(relation.user_id))

@@ -10,7 +10,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from core.cache_keys import follow_suggestions_key
-from follows.models import Follow
+from follows.models import Follow, Relation
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +91,15 @@ def follow_suggestions(*, user_id: int, limit: int) -> list[Suggestion]:
         )
         followed = {followee_id for (followee_id,) in cursor.fetchall()}
     return [s for s in ranked if s.user_id not in followed][:limit]
+
+
+def relations_page(
+    model: type[Relation], *, user_id: int, limit: int, before_id: int | None = None
+) -> tuple[list[Relation], bool]:
+    """Up to ``limit`` of the user's blocks (or mutes), newest first, made before the one of
+    id ``before_id``, and whether older ones follow (one scan of the user's newest index)."""
+    relations = model.objects.filter(user_id=user_id).select_related("target").order_by("-pk")
+    if before_id is not None:
+        relations = relations.filter(pk__lt=before_id)
+    page = list(relations[: limit + 1])
+    return page[:limit], len(page) > limit

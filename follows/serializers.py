@@ -45,3 +45,22 @@ class FollowSerializer(serializers.ModelSerializer):
     class Meta:
         model = Follow
         fields = ["follower_id", "followee_id", "created_at"]
+
+
+class RelationCreateSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+class RelationSerializer(serializers.Serializer):
+    """One account blocked or muted, as GET /blocks and GET /mutes list them."""
+
+    user_id = serializers.IntegerField(source="target_id")
+    username = serializers.CharField(source="target.username")
+    created_at = serializers.DateTimeField()
+
+
+class RelationPageSerializer(serializers.Serializer):
+    """The shape of a page of blocks or mutes; documents the API."""
+
+    results = RelationSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True, help_text="Null on the last page.")

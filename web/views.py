@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
+from core.cursor import InvalidCursor, cursor_decode, cursor_encode
 from core.throttling import (
     STORE_DOWN_RETRY_AFTER,
     AccountLoginLimit,
@@ -32,7 +33,6 @@ from core.throttling import (
     client_ip,
     rate_wait,
 )
-from feeds.cursor import InvalidCursor, cursor_decode, cursor_encode
 from follows.activity import reader_seen_marked
 from follows.models import Follow
 from follows.selectors import follow_counts, follow_exists, follow_suggestions, user_get_by_username

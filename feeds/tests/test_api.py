@@ -4,8 +4,8 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from core.cache_keys import feed_generation_key
+from core.cursor import cursor_encode
 from feeds import cache
-from feeds.cursor import cursor_encode
 from feeds.models import FeedEntry
 from feeds.services import feed_fanout_posts
 from follows.models import Follow

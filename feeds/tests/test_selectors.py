@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from feeds.cursor import cursor_decode
+from core.cursor import cursor_decode
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
 from feeds.selectors import NEWEST, _stored_ids, feed_page_posts

@@ -320,6 +320,11 @@ FEED_MAX_ENTRIES = env.int("FEED_MAX_ENTRIES", default=800)
 FEED_TRIM_INTERVAL = env.float("FEED_TRIM_INTERVAL", default=10.0)
 # Most accounts one user may follow; a follow beyond it is refused with 400. Default: 5000.
 FOLLOW_LIMIT = env.int("FOLLOW_LIMIT", default=5000)
+# Most accounts one user may block, and mute; one more is refused with 400. Reads check a
+# post's author against them with index probes, so a read costs the same at the limit as
+# with none. Default: 10000 each.
+BLOCK_LIMIT = env.int("BLOCK_LIMIT", default=10000)
+MUTE_LIMIT = env.int("MUTE_LIMIT", default=10000)
 # Seconds an API token lookup is cached in Redis, and so the longest a bulk is_active update
 # (which sends no signal) goes unseen. Default: 300.
 AUTH_TOKEN_CACHE_TTL = env.int("AUTH_TOKEN_CACHE_TTL", default=300)
@@ -342,6 +347,9 @@ API_THROTTLE_RATES = {
     "admin_login": env.str("THROTTLE_ADMIN_LOGIN_RATE", default="10/minute") or None,
     # Follows one user may create; each copies up to FEED_BACKFILL_LIMIT rows. Default: 100/hour.
     "follow": env.str("THROTTLE_FOLLOW_RATE", default="100/hour") or None,
+    # Blocks, and mutes, one user may create; each rewrites two feeds. Default: 100/hour each.
+    "block": env.str("THROTTLE_BLOCK_RATE", default="100/hour") or None,
+    "mute": env.str("THROTTLE_MUTE_RATE", default="100/hour") or None,
     # Feed reads of one user that reach Django (not cached first pages). Default: 120/minute.
     "feeds": env.str("THROTTLE_FEEDS_RATE", default="120/minute") or None,
 }

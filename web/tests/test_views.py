@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 
-from feeds.cursor import cursor_encode
+from core.cursor import cursor_encode
 from feeds.models import FeedEntry
 from follows.models import Follow
 from posts.models import Post

@@ -1,6 +1,6 @@
 import pytest
 
-from feeds.cursor import InvalidCursor, cursor_decode, cursor_encode
+from core.cursor import InvalidCursor, cursor_decode, cursor_encode
 
 
 @pytest.mark.parametrize("post_id", [1, 42, 2**59])

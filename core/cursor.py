@@ -1,4 +1,4 @@
-"""Opaque keyset cursors: the id of the last post a page showed."""
+"""Opaque keyset cursors: the id of the last row a page showed (a post, a block, a mute)."""
 
 import base64
 import binascii
