@@ -9,7 +9,18 @@ import logging
 from collections.abc import Callable, Sequence
 
 from core import metrics
-from eventbus.events import FEEDS_REBUILD, FOLLOW_CREATED, FOLLOW_DELETED, POST_CREATED, POST_DELETED, Event
+from eventbus.events import (
+    BLOCK_CREATED,
+    BLOCK_DELETED,
+    FEEDS_REBUILD,
+    FOLLOW_CREATED,
+    FOLLOW_DELETED,
+    MUTE_CREATED,
+    MUTE_DELETED,
+    POST_CREATED,
+    POST_DELETED,
+    Event,
+)
 from feeds.rebuild import BATCH_SIZE
 from feeds.services import (
     FeedChanges,
@@ -47,6 +58,31 @@ def follow_deleted(events: Sequence[Event]) -> FeedChanges:
     return feed_unfollow(follows=_pairs(events))
 
 
+def block_created(events: Sequence[Event]) -> FeedChanges:
+    """Each one's posts leave the other's feed, both ways round (the block's transaction
+    ended the follows; their follow.deleted events may come later, on other partitions)."""
+    pairs = _relation_pairs(events)
+    return feed_unfollow(follows=pairs + [(target, user) for user, target in pairs])
+
+
+def block_deleted(events: Sequence[Event]) -> FeedChanges:
+    """Nothing to do: an unblock ends the block and nothing more (the follows it ended
+    stay ended), and reads stopped applying it when it committed."""
+    return FeedChanges()
+
+
+def mute_created(events: Sequence[Event]) -> FeedChanges:
+    return feed_unfollow(follows=_relation_pairs(events))
+
+
+def mute_deleted(events: Sequence[Event]) -> FeedChanges:
+    """The muted account's newest posts are copied back, as for a new follow; reads pulled
+    them from the posts index since the unmute committed (the follow's pull_below)."""
+    changes = feed_backfill(follows=_relation_pairs(events))
+    metrics.FANOUT_ROWS.inc(changes.rows)
+    return changes
+
+
 def feeds_rebuild_requested(events: Sequence[Event]) -> FeedChanges:
     """Rebuild the feeds queued by an operator (the user admin's action) or by users coming
     back (follows.activity), BATCH_SIZE per statement, in the batch's transaction; the loop
@@ -70,10 +106,18 @@ def _pairs(events: Sequence[Event]) -> list[tuple[int, int]]:
     return [(event.payload.follower_id, event.payload.followee_id) for event in events]
 
 
+def _relation_pairs(events: Sequence[Event]) -> list[tuple[int, int]]:
+    return [(event.payload.user_id, event.payload.target_id) for event in events]
+
+
 HANDLERS: dict[str, Handler] = {
     POST_CREATED: post_created,
     POST_DELETED: post_deleted,
     FOLLOW_CREATED: follow_created,
     FOLLOW_DELETED: follow_deleted,
     FEEDS_REBUILD: feeds_rebuild_requested,
+    BLOCK_CREATED: block_created,
+    BLOCK_DELETED: block_deleted,
+    MUTE_CREATED: mute_created,
+    MUTE_DELETED: mute_deleted,
 }

@@ -10,6 +10,10 @@ sources make it up:
 - below the oldest stored entry, the posts of every followed author, pulled from the
   posts index, so that history does not end where the stored entries do.
 
+Every source leaves out the posts of accounts the user blocks, is blocked by or mutes
+(``follows.selectors.feed_shows_sql``, index probes per post or per followee), from the
+moment the block or mute commits: the worker removes their stored entries later.
+
 While a user's stored feed is not trusted (they came back after FEED_ACTIVE_SECONDS away,
 and its rebuild has not committed yet; ``follows.activity``), the stored entries are left
 out and the last source covers the whole feed.
@@ -28,6 +32,7 @@ from django.db import connection
 from feeds.models import FeedEntry, PulledAuthor
 from follows.activity import reader_feed_trusted
 from follows.models import Follow
+from follows.selectors import feed_shows_sql
 from posts.models import Post
 
 User = get_user_model()
@@ -37,13 +42,15 @@ NEWEST = 2**63 - 1
 
 
 def _stored_ids(user_id: int, *, before: int, count: int) -> list[int]:
-    """The newest stored entries of a feed whose posts still exist (deletes are eventual)."""
+    """The newest stored entries of a feed whose posts still exist (deletes are eventual)
+    and are not hidden (the worker removes hidden ones after the block or mute commits)."""
     with connection.cursor() as cursor:
         # A backward scan of the (user_id, post_id) primary key, stopping at ``count``.
         cursor.execute(
             f"SELECT f.post_id FROM {FeedEntry._meta.db_table} AS f "
             f"JOIN {Post._meta.db_table} AS p ON p.id = f.post_id "
-            "WHERE f.user_id = %s AND f.post_id < %s ORDER BY f.post_id DESC LIMIT %s",
+            f"WHERE f.user_id = %s AND f.post_id < %s AND {feed_shows_sql('f.user_id', 'p.author_id')} "
+            "ORDER BY f.post_id DESC LIMIT %s",
             [user_id, before, count],
         )
         return [post_id for (post_id,) in cursor.fetchall()]
@@ -97,7 +104,7 @@ def _followed_newest_ids(user_id: int, *, before: int, count: int) -> list[int]:
                 "  WHERE id < %(before)s ORDER BY id DESC LIMIT %(rows)s"
                 f") AS p WHERE EXISTS (SELECT 1 FROM {Follow._meta.db_table} AS f"
                 "  WHERE f.follower_id = %(user)s AND f.followee_id = p.author_id"
-                ") ORDER BY p.id DESC LIMIT %(count)s",
+                f") AND {feed_shows_sql('%(user)s', 'p.author_id')} ORDER BY p.id DESC LIMIT %(count)s",
                 {"before": before, "rows": PULL_SCAN_ROWS, "user": user_id, "count": count},
             )
             scanned = [post_id for (post_id,) in cursor.fetchall()]
@@ -107,7 +114,8 @@ def _followed_newest_ids(user_id: int, *, before: int, count: int) -> list[int]:
             f"SELECT p.id FROM {Follow._meta.db_table} AS f CROSS JOIN LATERAL ("
             f"  SELECT id FROM {Post._meta.db_table} WHERE author_id = f.followee_id AND id < %(before)s"
             "   ORDER BY id DESC LIMIT %(count)s"
-            ") AS p WHERE f.follower_id = %(user)s ORDER BY p.id DESC LIMIT %(count)s",
+            f") AS p WHERE f.follower_id = %(user)s AND {feed_shows_sql('f.follower_id', 'f.followee_id')}"
+            " ORDER BY p.id DESC LIMIT %(count)s",
             {"before": before, "user": user_id, "count": count},
         )
         return sorted({*ids, *(post_id for (post_id,) in cursor.fetchall())}, reverse=True)[:count]
@@ -124,20 +132,23 @@ def _uncopied_ids(user_id: int, *, before: int, bottom: int, count: int) -> list
             "   AND id < LEAST(f.pull_below, %(before)s) AND id >= %(bottom)s"
             "   ORDER BY id DESC LIMIT %(count)s"
             ") AS p WHERE f.follower_id = %(user)s AND f.pull_below > %(bottom)s"
-            " ORDER BY p.id DESC LIMIT %(count)s",
+            f" AND {feed_shows_sql('f.follower_id', 'f.followee_id')} ORDER BY p.id DESC LIMIT %(count)s",
             {"user": user_id, "before": before, "bottom": bottom, "count": count},
         )
         return [post_id for (post_id,) in cursor.fetchall()]
 
 
 def _pulled_authors_of(user_id: int) -> list[int]:
-    """The pulled authors among the user and the accounts they follow."""
-    followed = Follow.objects.filter(follower_id=user_id).values("followee_id")
-    return list(
-        PulledAuthor.objects.filter(user_id__in=followed)
-        .values_list("user_id", flat=True)
-        .union(PulledAuthor.objects.filter(user_id=user_id).values_list("user_id", flat=True))
-    )
+    """The pulled authors among the user and the accounts they follow and do not hide."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT pa.user_id FROM {PulledAuthor._meta.db_table} AS pa WHERE pa.user_id = %(user)s"
+            f" UNION SELECT pa.user_id FROM {Follow._meta.db_table} AS f"
+            f" JOIN {PulledAuthor._meta.db_table} AS pa ON pa.user_id = f.followee_id"
+            f" WHERE f.follower_id = %(user)s AND {feed_shows_sql('f.follower_id', 'f.followee_id')}",
+            {"user": user_id},
+        )
+        return [author_id for (author_id,) in cursor.fetchall()]
 
 
 def feed_post_ids(

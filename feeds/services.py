@@ -22,6 +22,7 @@ from django.db.models import Min
 from feeds.models import FeedEntry, PulledAuthor
 from follows.activity import written_since
 from follows.models import Follow, Reader
+from follows.selectors import feed_shows_sql
 from posts.models import Post
 
 INSERT_BATCH_SIZE = 5000
@@ -121,11 +122,13 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
     Python per row). Entries already present are left alone, so a replay writes nothing;
     the feeds that did gain a row are the ones whose cached pages are stale.
 
-    Only active followers get rows (``follows.activity``): an idle one's feed is merged at
-    read time when they come back; the rows not written are counted in ``skipped``. An
-    author with more than FANOUT_FOLLOWER_LIMIT active followers gets no rows at all: they
-    are marked as pulled, their followers' feeds merge their posts at read time, and only
-    those followers' cached pages are made stale. Posts that no longer exist are skipped.
+    Followers who mute the author, or block or are blocked by them, get no row
+    (``follows.selectors.feed_shows_sql``). Only active followers get rows
+    (``follows.activity``): an idle one's feed is merged at read time when they come back;
+    the rows not written are counted in ``skipped``. An author with more than
+    FANOUT_FOLLOWER_LIMIT active followers gets no rows at all: they are marked as pulled,
+    their followers' feeds merge their posts at read time, and only those followers'
+    cached pages are made stale. Posts that no longer exist are skipped.
     """
     authors = dict(Post.objects.filter(pk__in=set(post_ids)).values_list("pk", "author_id"))
     if not authors:
@@ -154,7 +157,7 @@ def feed_fanout_posts(*, post_ids: Iterable[int]) -> FeedChanges:
                 f" SELECT f.follower_id, p.id FROM {Post._meta.db_table} AS p"
                 f" JOIN {Follow._meta.db_table} AS f ON f.followee_id = p.author_id"
                 f" JOIN {Reader._meta.db_table} AS r ON r.user_id = f.follower_id AND r.seen_at > %s"
-                " WHERE p.id = ANY(%s)"
+                f" WHERE p.id = ANY(%s) AND {feed_shows_sql('f.follower_id', 'p.author_id')}"
                 f" UNION ALL SELECT p.author_id, p.id FROM {Post._meta.db_table} AS p WHERE p.id = ANY(%s)"
                 " ON CONFLICT DO NOTHING RETURNING user_id",
                 [since, fanned, fanned],
@@ -203,6 +206,22 @@ def _following(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     return set(follows) & pairs
 
 
+def _shown(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (user, author) pairs whose posts may be in the user's feed: not hidden by a block
+    either way or a mute."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return set()
+    users, authors = zip(*pairs, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.u, s.a FROM unnest(%s::bigint[], %s::bigint[]) AS s (u, a)"
+            f" WHERE {feed_shows_sql('s.u', 's.a')}",
+            [list(users), list(authors)],
+        )
+        return set(cursor.fetchall())
+
+
 @transaction.atomic(savepoint=False)
 def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     """Copy the newest FEED_BACKFILL_LIMIT posts of each followee, given as (follower_id,
@@ -215,11 +234,12 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     other followees that trimming removed. When the limit cuts the copy short, the
     follow's ``pull_below`` is set to the oldest post copied; otherwise it is cleared.
 
-    Pulled authors are skipped: their posts are merged at read time anyway. So are
-    followers who are not active: their feeds are rebuilt when they come back.
+    Pulled authors are skipped: their posts are merged at read time anyway (and the
+    follow's ``pull_below`` cleared). So are followers who are not active: their feeds are
+    rebuilt when they come back, and follows hidden by a block or a mute.
     """
     follows = set(follows)
-    current = _following(follows)
+    current = _shown(_following(follows))
     active = _active({follower for follower, _ in current}, since=written_since())
     current = {(follower, followee) for follower, followee in current if follower in active}
     changes = FeedChanges(changed={follower for follower, _ in follows})
@@ -233,6 +253,7 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     rows, floors = [], []
     for follower, followee in sorted(current):
         if followee in pulled:
+            floors.append((follower, followee, None))
             continue
         oldest = FeedEntry.objects.filter(user_id=follower).aggregate(oldest=Min("post_id"))["oldest"]
         posts = Post.objects.filter(author_id=followee)
@@ -264,10 +285,12 @@ def feed_backfill(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
 @transaction.atomic(savepoint=False)
 def feed_unfollow(*, follows: Iterable[tuple[int, int]]) -> FeedChanges:
     """Remove each followee's posts, given as (follower_id, followee_id), from the
-    follower's feed, unless the follower follows them again by now."""
+    follower's feed, unless by now the follower follows them (again) and hides them not.
+
+    The worker applies unfollows, blocks (both ways round) and mutes with it."""
     follows = set(follows)
     changes = FeedChanges(changed={follower for follower, _ in follows})
-    ended = follows - _following(follows)
+    ended = follows - _shown(_following(follows))
     if not ended:
         return changes
     _lock_authors({followee for _, followee in ended}, exclusive=True)
@@ -336,8 +359,8 @@ def feeds_trim_measured(*, user_ids: Iterable[int]) -> tuple[int, dict[int, int]
 
 
 # The entries a feed should hold: for an active user, the newest FEED_MAX_ENTRIES posts of
-# its owner and of the accounts they follow, except pulled authors, whose posts are merged
-# at read time; for any other user, none.
+# its owner and of the accounts they follow and do not hide (block, mute), except pulled
+# authors, whose posts are merged at read time; for any other user, none.
 # One short index scan (post_author_newest) per author, merged per user.
 REBUILD_TARGET = f"""
     target AS (
@@ -346,6 +369,7 @@ REBUILD_TARGET = f"""
             SELECT p.id AS post_id FROM (
                 SELECT u.id AS author_id
                 UNION SELECT f.followee_id FROM {Follow._meta.db_table} AS f WHERE f.follower_id = u.id
+                AND {feed_shows_sql("f.follower_id", "f.followee_id")}
             ) AS a
             CROSS JOIN LATERAL (
                 SELECT id FROM {Post._meta.db_table} WHERE author_id = a.author_id

@@ -10,7 +10,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from core.cache_keys import follow_suggestions_key
-from follows.models import Follow, Relation
+from follows.models import Block, Follow, Mute, Relation
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +103,25 @@ def relations_page(
         relations = relations.filter(pk__lt=before_id)
     page = list(relations[: limit + 1])
     return page[:limit], len(page) > limit
+
+
+def feed_shows_sql(user: str, author: str) -> str:
+    """An SQL condition: posts of ``author`` may be in the home feed of ``user`` (both SQL
+    expressions): neither blocks the other, and ``user`` does not mute ``author``.
+
+    Three probes of the pairs' unique indexes (block_unique_pair both ways round,
+    mute_unique_pair), whatever the number of blocks and mutes: feed reads apply it to
+    every post they take, and fan-out, backfill and rebuild to every row they write."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {Block._meta.db_table} AS hb"
+        f" WHERE hb.user_id = {user} AND hb.target_id = {author})"
+        f" AND NOT EXISTS (SELECT 1 FROM {Block._meta.db_table} AS hbb"
+        f" WHERE hbb.user_id = {author} AND hbb.target_id = {user})"
+        f" AND NOT EXISTS (SELECT 1 FROM {Mute._meta.db_table} AS hm"
+        f" WHERE hm.user_id = {user} AND hm.target_id = {author})"
+    )
+
+
+def blocked_between(user_id: int, other_id: int) -> bool:
+    """Whether either of the two blocks the other."""
+    return Block.objects.filter(user_id__in=[user_id, other_id], target_id__in=[user_id, other_id]).exists()

@@ -9,6 +9,7 @@ from rest_framework.authtoken.models import Token
 
 from follows.activity import reader_seen_marked
 from follows.models import Block, Follow, Mute, Reader, Relation
+from follows.selectors import blocked_between
 from follows.signals import feeds_hidden
 from follows.tokencache import cached_tokens_forget
 
@@ -113,11 +114,6 @@ def follow_delete(*, follower: AbstractBaseUser, followee_id: int) -> None:
     # Locked, so that of two concurrent unfollows one finds nothing (404), not both 204.
     follow = Follow.objects.select_for_update().get(follower_id=follower.pk, followee_id=followee_id)
     follow.delete()
-
-
-def blocked_between(user_id: int, other_id: int) -> bool:
-    """Whether either of the two blocks the other."""
-    return Block.objects.filter(user_id__in=[user_id, other_id], target_id__in=[user_id, other_id]).exists()
 
 
 def _relation_create(

@@ -16,6 +16,7 @@ from core.schema import (
     Detail,
 )
 from core.throttling import PostCreateThrottle
+from follows.selectors import blocked_between
 from posts.models import Post
 from posts.selectors import post_get
 from posts.serializers import (
@@ -94,12 +95,18 @@ class PostCreateView(APIView):
 
 
 class PostDetailView(APIView):
-    @extend_schema(responses={200: PostSerializer, **UNAUTHENTICATED, **NOT_FOUND}, summary="Read a post.")
+    @extend_schema(
+        responses={200: PostSerializer, **UNAUTHENTICATED, **NOT_FOUND},
+        summary="Read a post; a 404 as well when its author and you are separated by a block.",
+    )
     def get(self, request: Request, post_id: int) -> Response:
         try:
             post = post_get(post_id=post_id)
         except Post.DoesNotExist:
             raise NotFound("No post with this id.") from None
+        if blocked_between(request.user.pk, post.author_id):
+            # As for no post: a block is not announced to the one it shuts out.
+            raise NotFound("No post with this id.")
         return Response(post_json(post))
 
     @extend_schema(
