@@ -6,7 +6,8 @@ serves them (``feeds.pages.feed_page``, the cached first page included), each en
 the source a read took it from. For a post: its events in the outbox, whether each was
 sent and whether the fan-out group applied it (its partition and offset against the
 group's applied offsets), and whether its author is a pulled big account. For both: whether
-the user follows the author, holds a stored entry, and whether paging reaches the post.
+the user follows the author, whether either blocks the other or the user mutes the author,
+whether the user holds a stored entry, and whether paging reaches the post.
 
 Everything here reads through the apps' own selectors; nothing is written, except that a
 first page read here is cached, as any API read would.
@@ -34,7 +35,7 @@ from feeds.models import FeedEntry, PulledAuthor
 from feeds.pages import feed_page
 from feeds.selectors import EntrySource, feed_entry_sources, feed_reaches_post
 from follows.activity import active_since, reader_feed_trusted, reader_state
-from follows.models import Follow
+from follows.models import Block, Follow, Mute
 from posts.models import Post
 
 User = get_user_model()
@@ -103,12 +104,17 @@ class PostInspection:
 
 @dataclass
 class ReaderInspection:
-    """One user and one post: follows, stored entry, whether reads reach it, and why."""
+    """One user and one post: follows, blocks and mutes, stored entry, whether reads reach
+    it, and why."""
 
     user: User
     is_author: bool
     follow: Follow | None
     follow_events: list[InspectedEvent]
+    # The user blocks the author; the author blocks the user; the user mutes the author.
+    blocks: Block | None
+    blocked_by: Block | None
+    mute: Mute | None
     stored: bool
     reached: bool
     entry: InspectedEntry | None
@@ -223,10 +229,13 @@ def reader_inspect(*, user: User, post: PostInspection, feed: FeedInspection) ->
     """Whether ``user`` sees the post, with the facts that decide it and a verdict."""
     author = post.author
     is_author = author is not None and author.pk == user.pk
-    follow = None
+    follow = blocks = blocked_by = mute = None
     follow_events: list[InspectedEvent] = []
     if author is not None and not is_author:
         follow = Follow.objects.filter(follower_id=user.pk, followee_id=author.pk).first()
+        blocks = Block.objects.filter(user_id=user.pk, target_id=author.pk).first()
+        blocked_by = Block.objects.filter(user_id=author.pk, target_id=user.pk).first()
+        mute = Mute.objects.filter(user_id=user.pk, target_id=author.pk).first()
         follow_events = _events_inspect(
             event_types=[FOLLOW_CREATED, FOLLOW_DELETED],
             key=user.pk,
@@ -237,6 +246,9 @@ def reader_inspect(*, user: User, post: PostInspection, feed: FeedInspection) ->
         is_author=is_author,
         follow=follow,
         follow_events=follow_events,
+        blocks=blocks,
+        blocked_by=blocked_by,
+        mute=mute,
         stored=FeedEntry.objects.filter(user_id=user.pk, post_id=post.post_id).exists(),
         reached=post.post is not None and feed_reaches_post(user_id=user.pk, post_id=post.post_id),
         entry=next((e for e in feed.entries if e.post_id == post.post_id), None),
@@ -257,7 +269,21 @@ def _verdict(reader: ReaderInspection, post: PostInspection, feed: FeedInspectio
         )
         return f"{name} sees post {pid}, {where}.", []
     author = post.author.get_username()
+    verdict = f"{name} does not see post {pid}."
+    # A block or mute keeps the post out whatever the events did, so it is the whole reason.
     reasons = []
+    if reader.blocks is not None:
+        reasons.append(f"{name} blocks {author}.")
+    if reader.blocked_by is not None:
+        reasons.append(f"{author} blocks {name}.")
+    if reasons and reader.follow is None:
+        reasons.append(
+            f"{name} does not follow {author}: a block ends the follows between the two and refuses new ones."
+        )
+    if reader.mute is not None:
+        reasons.append(f"{name} mutes {author}.")
+    if reasons:
+        return verdict, reasons
     if not reader.is_author and reader.follow is None:
         reasons.append(f"{name} does not follow {author}.")
     created = [e for e in post.events if e.event_type == POST_CREATED]
@@ -286,7 +312,7 @@ def _verdict(reader: ReaderInspection, post: PostInspection, feed: FeedInspectio
             "The events are applied, yet reads do not reach the post: rebuilding the feed (the user "
             'admin\'s "Rebuild feeds") recomputes its stored entries.'
         )
-    return f"{name} does not see post {pid}.", reasons
+    return verdict, reasons
 
 
 class InspectForm(forms.Form):

@@ -11,6 +11,7 @@ from eventbus.producer import producer_flush
 from feeds.models import FeedEntry, PulledAuthor
 from feeds.selectors import EntrySource
 from follows.models import Follow
+from follows.services import block_create, mute_create
 from posts.models import Post
 from posts.services import post_create
 from tests.helpers import drain
@@ -198,6 +199,66 @@ def test_a_pulled_author_and_a_deleted_post(inspector, make_user):
         page.context["reader"].verdict == f"Post {post_id} does not exist: it was deleted, or never created."
     )
     assert b"Pulled big account</th><td>yes" in page.content
+
+
+def test_a_block_by_the_user_is_why_they_do_not_see_the_post(inspector, make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    Follow.objects.create(follower=bob, followee=ada)
+    post = Post.objects.create(author=ada, content="hello")
+    block_create(user=bob, target_id=ada.pk)
+
+    page = inspector.get(INSPECT, {"user": "bob", "post": str(post.pk)})
+
+    reader = page.context["reader"]
+    assert (reader.blocks is not None, reader.blocked_by is None, reader.mute is None) == (True, True, True)
+    assert reader.verdict == f"bob does not see post {post.pk}."
+    assert reader.reasons == [
+        "bob blocks ada.",
+        "bob does not follow ada: a block ends the follows between the two and refuses new ones.",
+    ]
+    assert b"bob blocks the author</th><td>yes, since" in page.content
+    assert b"The author blocks bob</th><td>no" in page.content
+
+
+def test_a_block_by_the_author_is_why_the_user_does_not_see_the_post(inspector, make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    Follow.objects.create(follower=bob, followee=ada)
+    post = Post.objects.create(author=ada, content="hello")
+    block_create(user=ada, target_id=bob.pk)
+
+    page = inspector.get(INSPECT, {"user": "bob", "post": str(post.pk)})
+
+    reader = page.context["reader"]
+    assert (reader.blocks is None, reader.blocked_by is not None) == (True, True)
+    assert reader.verdict == f"bob does not see post {post.pk}."
+    assert reader.reasons == [
+        "ada blocks bob.",
+        "bob does not follow ada: a block ends the follows between the two and refuses new ones.",
+    ]
+    assert b"bob blocks the author</th><td>no" in page.content
+    assert b"The author blocks bob</th><td>yes, since" in page.content
+
+
+def test_a_mute_is_why_the_user_does_not_see_the_post(inspector, make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    Follow.objects.create(follower=bob, followee=ada)
+    post = Post.objects.create(author=ada, content="hello")
+    # Fan-out stored the post for Bob before he muted Ada.
+    FeedEntry.objects.create(user=bob, post=post)
+    mute_create(user=bob, target_id=ada.pk)
+
+    page = inspector.get(INSPECT, {"user": "bob", "post": str(post.pk)})
+
+    reader = page.context["reader"]
+    assert (reader.follow is not None, reader.mute is not None, reader.blocks, reader.blocked_by) == (
+        True,
+        True,
+        None,
+        None,
+    )
+    assert b"bob mutes the author</th><td>yes, since" in page.content
+    assert reader.verdict == f"bob does not see post {post.pk}."
+    assert reader.reasons == ["bob mutes ada."]
 
 
 @pytest.mark.parametrize(
