@@ -204,3 +204,40 @@ def test_paging_reaches_every_post_of_a_new_followee_once_in_order(people, settl
     settings.FEED_MAX_ENTRIES = 5
     feeds_trim(user_ids=[reader.pk])
     assert walk(reader_client, reader, limit=3) == expected
+
+
+def test_a_block_and_a_mute_through_the_worker_and_an_unmute_bringing_every_post_back(people, settle):
+    """Through the relay, the broker and the worker: reads hide at once, the worker removes
+    the stored entries and writes none for later posts, and an unmute brings back every
+    post of the muted account, those of the mute included, once, in order."""
+    (reader, rc), (blocked, bc), (muted, mc) = people(3)
+    follow(rc, blocked)
+    follow(rc, muted)
+    follow(bc, reader)
+    settle()
+    early = [create_post(bc, "blocked, early"), create_post(mc, "muted, early"), create_post(rc, "mine")]
+    settle()
+    assert feed_ids(rc, reader) == sorted(early, reverse=True)
+
+    assert rc.post("/blocks", {"user_id": blocked.pk}, format="json").status_code == 201
+    assert rc.post("/mutes", {"user_id": muted.pk}, format="json").status_code == 201
+    assert feed_ids(rc, reader) == [early[2]]
+    settle()
+
+    assert set(FeedEntry.objects.filter(user_id=reader.pk).values_list("post_id", flat=True)) == {early[2]}
+    assert not FeedEntry.objects.filter(user_id=blocked.pk, post_id=early[2]).exists()
+    assert Follow.objects.filter(follower=reader, followee=muted).exists()
+    during = [create_post(mc, f"muted, during {i}") for i in range(3)] + [create_post(bc, "blocked, later")]
+    settle()
+    assert not FeedEntry.objects.filter(user_id=reader.pk, post_id__in=during).exists()
+    assert feed_ids(rc, reader) == [early[2]]
+
+    assert rc.delete(f"/mutes/{muted.pk}").status_code == 204
+    expected = sorted([early[1], early[2], *during[:3]], reverse=True)
+    assert walk(rc, reader, 2) == expected
+    settle()
+    assert walk(rc, reader, 2) == expected
+    assert feed_ids(rc, reader) == expected
+    assert set(during[:3]) <= set(
+        FeedEntry.objects.filter(user_id=reader.pk).values_list("post_id", flat=True)
+    )
