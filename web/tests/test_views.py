@@ -11,7 +11,7 @@ from django.test import Client
 
 from core.cursor import cursor_encode
 from feeds.models import FeedEntry
-from follows.models import Follow
+from follows.models import Block, Follow, Mute
 from posts.models import Post
 from posts.services import POST_REQUEST_LOCK_CLASS
 from tests.helpers import free_port
@@ -529,3 +529,21 @@ def test_a_database_outage_is_a_503_page_not_a_500(signed_in, monkeypatch):
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
     assert "Unavailable for a moment" in response.content.decode()
+
+
+def test_who_to_follow_leaves_out_blocked_and_muted_accounts(signed_in, make_user):
+    client, ada = signed_in("ada")
+    blocked, blocker, muted, star = (make_user(name) for name in ("blocked", "blocker", "muted", "star"))
+    for account in (blocked, blocker, muted, star):
+        Follow.objects.create(follower=make_user(), followee=account)
+    Block.objects.create(user=ada, target=blocked)
+    Block.objects.create(user=blocker, target=ada)
+    Mute.objects.create(user=ada, target=muted)
+
+    html = client.get("/").content.decode()
+    section = html[html.index("Who to follow") :]
+
+    assert "@star" in section
+    assert "@blocked" not in section
+    assert "@blocker" not in section
+    assert "@muted" not in section
