@@ -37,7 +37,14 @@ from follows.activity import reader_seen_marked
 from follows.models import Follow
 from follows.selectors import follow_counts, follow_exists, follow_suggestions, user_get_by_username
 from follows.serializers import UserCreateSerializer
-from follows.services import FollowError, UnknownUser, follow_create, follow_delete, user_create
+from follows.services import (
+    FollowBlocked,
+    FollowError,
+    UnknownUser,
+    follow_create,
+    follow_delete,
+    user_create,
+)
 from posts.models import Post
 from posts.selectors import post_page_by_author
 from posts.serializers import PostCreateSerializer, idempotency_key_parse
@@ -381,6 +388,8 @@ def follow(request: HttpRequest, username: str) -> HttpResponse:
         follow_create(follower=request.user, followee_id=followee.pk)
     except Refused as refused:
         return _refused(request, refused)
+    except FollowBlocked as exc:
+        return _error(request, 403, str(exc))
     except FollowError as exc:
         return _error(request, 400, str(exc))
     except UnknownUser:

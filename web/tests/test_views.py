@@ -547,3 +547,17 @@ def test_who_to_follow_leaves_out_blocked_and_muted_accounts(signed_in, make_use
     assert "@blocked" not in section
     assert "@blocker" not in section
     assert "@muted" not in section
+
+
+def test_following_across_a_block_is_a_403_that_does_not_say_which_way(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob, carol = make_user("bob"), make_user("carol")
+    Block.objects.create(user=ada, target=bob)
+    Block.objects.create(user=carol, target=ada)
+
+    responses = [client.post("/@bob/follow"), client.post("/@carol/follow")]
+
+    for response in responses:
+        assert response.status_code == 403
+        assert "<h1>This account cannot be followed.</h1>" in response.content.decode()
+    assert not Follow.objects.exists()
