@@ -15,5 +15,9 @@ urlpatterns = [
     path("@<str:username>", views.profile, name="profile"),
     path("@<str:username>/follow", views.follow, name="follow"),
     path("@<str:username>/unfollow", views.unfollow, name="unfollow"),
+    path("@<str:username>/block", views.block, name="block"),
+    path("@<str:username>/unblock", views.unblock, name="unblock"),
+    path("@<str:username>/mute", views.mute, name="mute"),
+    path("@<str:username>/unmute", views.unmute, name="unmute"),
     path("@<str:username>/<id:post_id>/delete", views.post_delete_view, name="post-delete"),
 ]

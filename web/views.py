@@ -34,15 +34,20 @@ from core.throttling import (
     rate_wait,
 )
 from follows.activity import reader_seen_marked
-from follows.models import Follow
-from follows.selectors import follow_counts, follow_exists, follow_suggestions, user_get_by_username
+from follows.models import Block, Follow, Mute
+from follows.selectors import follow_counts, follow_suggestions, user_get_by_username
 from follows.serializers import UserCreateSerializer
 from follows.services import (
     FollowBlocked,
     FollowError,
+    RelationError,
     UnknownUser,
+    block_create,
+    block_delete,
     follow_create,
     follow_delete,
+    mute_create,
+    mute_delete,
     user_create,
 )
 from posts.models import Post
@@ -55,7 +60,7 @@ from posts.services import (
     post_create_once,
     post_delete,
 )
-from web.selectors import timeline_new_count, timeline_page
+from web.selectors import profile_standing, timeline_new_count, timeline_page
 
 logger = logging.getLogger(__name__)
 
@@ -336,8 +341,9 @@ def signout(request: HttpRequest) -> HttpResponse:
 @_database_outage_is_503
 @require_GET
 def profile(request: HttpRequest, username: str) -> HttpResponse:
-    """A user's posts, newest first, their follower and following counts, and a Follow or
-    Unfollow button."""
+    """A user's posts, newest first, their follower and following counts, and for another
+    signed-in user Follow, Mute and Block buttons (or their undoing). Where a block stands
+    between the two, either way, neither posts nor a Follow button are shown."""
     try:
         user = user_get_by_username(username=username)
     except User.DoesNotExist:
@@ -346,11 +352,18 @@ def profile(request: HttpRequest, username: str) -> HttpResponse:
         before = _cursor(request)
     except InvalidCursor:
         return _error(request, 400, "This link to older posts is not valid.")
-    posts, has_more = post_page_by_author(
-        author_id=user.pk, limit=settings.FEED_PAGE_SIZE, before_post_id=before
-    )
-    followers, following = follow_counts(user_id=user.pk)
     viewer = request.user
+    is_self = viewer.is_authenticated and viewer.pk == user.pk
+    standing = None
+    if viewer.is_authenticated and not is_self:
+        standing = profile_standing(viewer_id=viewer.pk, user_id=user.pk)
+    if standing is not None and standing.separated:
+        posts, has_more = [], False
+    else:
+        posts, has_more = post_page_by_author(
+            author_id=user.pk, limit=settings.FEED_PAGE_SIZE, before_post_id=before
+        )
+    followers, following = follow_counts(user_id=user.pk)
     return _page(
         request,
         "profile.html",
@@ -361,8 +374,8 @@ def profile(request: HttpRequest, username: str) -> HttpResponse:
             "paged": before is not None,
             "followers": followers,
             "following": following,
-            "is_self": viewer.is_authenticated and viewer.pk == user.pk,
-            "follows": viewer.is_authenticated and follow_exists(follower_id=viewer.pk, followee_id=user.pk),
+            "is_self": is_self,
+            "standing": standing,
         },
     )
 
@@ -411,6 +424,92 @@ def unfollow(request: HttpRequest, username: str) -> HttpResponse:
     else:
         messages.success(request, f"You no longer follow @{followee.get_username()}.")
     return redirect(_next_path(request, f"/@{followee.get_username()}"))
+
+
+@_database_outage_is_503
+@require_http_methods(["GET", "POST"])
+def block(request: HttpRequest, username: str) -> HttpResponse:
+    """GET asks whether to block the account, saying what a block does; POST blocks it."""
+    target, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    name = target.get_username()
+    back = _next_path(request, f"/@{name}")
+    if request.method == "GET":
+        if target.pk == request.user.pk:
+            return _error(request, 400, "You cannot block yourself.")
+        return _page(request, "block.html", {"profile": target, "next": back})
+    try:
+        _rate_take("block", f"user:{request.user.pk}")
+        _, created = block_create(user=request.user, target_id=target.pk)
+    except Refused as refused:
+        return _refused(request, refused)
+    except RelationError as exc:
+        return _error(request, 400, str(exc))
+    except UnknownUser:
+        return _error(request, 404, f"There is no account @{username}.")
+    if created:
+        messages.success(
+            request, f"You block @{name}: neither of you sees the other's posts, and they cannot follow you."
+        )
+    else:
+        messages.info(request, f"You already block @{name}.")
+    return redirect(back)
+
+
+@_database_outage_is_503
+@require_POST
+def unblock(request: HttpRequest, username: str) -> HttpResponse:
+    target, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    name = target.get_username()
+    try:
+        block_delete(user=request.user, target_id=target.pk)
+    except Block.DoesNotExist:
+        messages.info(request, f"You did not block @{name}.")
+    else:
+        messages.success(request, f"You no longer block @{name}. The follows the block ended stay ended.")
+    return redirect(_next_path(request, f"/@{name}"))
+
+
+@_database_outage_is_503
+@require_POST
+def mute(request: HttpRequest, username: str) -> HttpResponse:
+    target, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    name = target.get_username()
+    try:
+        _rate_take("mute", f"user:{request.user.pk}")
+        _, created = mute_create(user=request.user, target_id=target.pk)
+    except Refused as refused:
+        return _refused(request, refused)
+    except RelationError as exc:
+        return _error(request, 400, str(exc))
+    except UnknownUser:
+        return _error(request, 404, f"There is no account @{username}.")
+    if created:
+        messages.success(request, f"You mute @{name}: their posts leave your timeline. They are not told.")
+    else:
+        messages.info(request, f"You already mute @{name}.")
+    return redirect(_next_path(request, f"/@{name}"))
+
+
+@_database_outage_is_503
+@require_POST
+def unmute(request: HttpRequest, username: str) -> HttpResponse:
+    target, response = _signed_in_user_named(request, username)
+    if response is not None:
+        return response
+    name = target.get_username()
+    try:
+        mute_delete(user=request.user, target_id=target.pk)
+    except Mute.DoesNotExist:
+        messages.info(request, f"You did not mute @{name}.")
+    else:
+        messages.success(request, f"You no longer mute @{name}; their posts are back on your timeline.")
+    return redirect(_next_path(request, f"/@{name}"))
 
 
 @_database_outage_is_503

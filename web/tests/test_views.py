@@ -53,6 +53,7 @@ def test_every_page_answers_without_javascript(signed_in, make_user):
         "/": client.get("/"),
         "/@ada": client.get("/@ada"),
         "/@bob": client.get("/@bob"),
+        "/@bob/block": client.get("/@bob/block"),
     }
 
     for name, response in pages.items():
@@ -561,3 +562,254 @@ def test_following_across_a_block_is_a_403_that_does_not_say_which_way(signed_in
         assert response.status_code == 403
         assert "<h1>This account cannot be followed.</h1>" in response.content.decode()
     assert not Follow.objects.exists()
+
+
+def forms(html: str) -> dict[str, str]:
+    """The page's forms, by action: their method."""
+    return {
+        action: method
+        for method, action in re.findall(r'<form[^>]*method="(get|post)"[^>]*action="([^"]+)"', html)
+    }
+
+
+def test_profile_offers_block_and_mute_to_a_signed_in_viewer_not_the_owner(signed_in, make_user):
+    client, _ = signed_in("ada")
+    make_user("bob")
+
+    other = forms(client.get("/@bob").content.decode())
+    own = forms(client.get("/@ada").content.decode())
+    anonymous = forms(Client().get("/@bob").content.decode())
+
+    # Block asks first: its button opens the confirmation page.
+    assert other["/@bob/block"] == "get"
+    assert other["/@bob/mute"] == "post"
+    assert other["/@bob/follow"] == "post"
+    assert not {"/@ada/block", "/@ada/mute"} & set(own)
+    assert not {"/@bob/block", "/@bob/mute"} & set(anonymous)
+
+
+def test_block_asks_for_confirmation_then_ends_the_follows_both_ways(signed_in, make_user):
+    client, ada = signed_in("ada", csrf=True)
+    bob = make_user("bob")
+    Follow.objects.create(follower=ada, followee=bob)
+    Follow.objects.create(follower=bob, followee=ada)
+
+    page = client.get("/@bob/block")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "Block @bob?" in html
+    assert "the follows between you end" in html
+    assert "neither of you sees the other" in html
+    assert "cannot follow you" in html
+    assert forms(html)["/@bob/block"] == "post"
+    assert 'href="/@bob">Cancel</a>' in html
+    assert not Block.objects.exists(), "showing the question blocks nobody"
+
+    response = client.post("/@bob/block", {"csrfmiddlewaretoken": csrf_token(client, "/@bob/block")})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/@bob"
+    assert Block.objects.filter(user=ada, target=bob).exists()
+    assert not Follow.objects.exists()
+    after = client.get("/@bob").content.decode()
+    assert "You block @bob" in after
+    assert "/@bob/unblock" in forms(after)
+
+
+def test_block_confirmation_returns_to_next(signed_in, make_user):
+    client, _ = signed_in("ada")
+    make_user("bob")
+
+    html = client.get("/@bob/block?next=/settings/mutes").content.decode()
+    refused_next = client.get("/@bob/block?next=https://evil.example/").content.decode()
+    response = client.post("/@bob/block", {"next": "/settings/mutes"})
+
+    assert '<input type="hidden" name="next" value="/settings/mutes">' in html
+    assert 'href="/settings/mutes">Cancel</a>' in html
+    assert "evil.example" not in refused_next
+    assert response["Location"] == "/settings/mutes"
+
+
+def test_blocking_twice_says_so(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    client.post("/@bob/block")
+
+    response = client.post("/@bob/block", follow=True)
+
+    assert "You already block @bob." in response.content.decode()
+    assert Block.objects.filter(user=ada, target=bob).count() == 1
+
+
+def test_unblock(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    Block.objects.create(user=ada, target=bob)
+
+    response = client.post("/@bob/unblock", follow=True)
+    again = client.post("/@bob/unblock", follow=True)
+
+    assert response.redirect_chain == [("/@bob", 302)]
+    assert "You no longer block @bob" in response.content.decode()
+    assert not Block.objects.exists()
+    assert "You did not block @bob." in again.content.decode()
+    assert "/@bob/follow" in forms(again.content.decode())
+
+
+def test_mute_and_unmute(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    Follow.objects.create(follower=ada, followee=bob)
+
+    muted = client.post("/@bob/mute", follow=True)
+    html = muted.content.decode()
+    assert muted.redirect_chain == [("/@bob", 302)]
+    assert "You mute @bob" in html
+    assert Mute.objects.filter(user=ada, target=bob).exists()
+    assert Follow.objects.filter(follower=ada, followee=bob).exists(), "a mute keeps the follow"
+    assert "/@bob/unmute" in forms(html)
+    assert "/@bob/mute" not in forms(html)
+    assert "You already mute @bob." in client.post("/@bob/mute", follow=True).content.decode()
+
+    unmuted = client.post("/@bob/unmute", {"next": "/settings/mutes"})
+    again = client.post("/@bob/unmute", follow=True)
+
+    assert unmuted["Location"] == "/settings/mutes"
+    assert not Mute.objects.exists()
+    assert "You did not mute @bob." in again.content.decode()
+
+
+@pytest.mark.parametrize("action", ["block", "unblock", "mute", "unmute"])
+def test_block_and_mute_forms_need_their_csrf_token(signed_in, make_user, action):
+    client, ada = signed_in("ada", csrf=True)
+    bob = make_user("bob")
+    if action.startswith("un"):
+        (Block if action == "unblock" else Mute).objects.create(user=ada, target=bob)
+    before = (Block.objects.count(), Mute.objects.count())
+
+    refused = client.post(f"/@bob/{action}")
+    assert refused.status_code == 403
+    assert (Block.objects.count(), Mute.objects.count()) == before
+
+    response = client.post(f"/@bob/{action}", {"csrfmiddlewaretoken": csrf_token(client, "/@bob")})
+
+    assert response.status_code == 302
+    assert (Block.objects.count(), Mute.objects.count()) != before
+
+
+def test_blocking_or_muting_yourself_or_nobody_is_refused(signed_in):
+    client, _ = signed_in("ada")
+
+    responses = {
+        "GET /@ada/block": client.get("/@ada/block"),
+        "POST /@ada/block": client.post("/@ada/block"),
+        "POST /@ada/mute": client.post("/@ada/mute"),
+        "GET /@nobody/block": client.get("/@nobody/block"),
+        "POST /@nobody/block": client.post("/@nobody/block"),
+        "POST /@nobody/unblock": client.post("/@nobody/unblock"),
+        "POST /@nobody/mute": client.post("/@nobody/mute"),
+        "POST /@nobody/unmute": client.post("/@nobody/unmute"),
+        "GET /@ada/mute": client.get("/@ada/mute"),
+        "GET /@ada/unblock": client.get("/@ada/unblock"),
+        "GET /@ada/unmute": client.get("/@ada/unmute"),
+    }
+
+    assert {name: r.status_code for name, r in responses.items()} == {
+        "GET /@ada/block": 400,
+        "POST /@ada/block": 400,
+        "POST /@ada/mute": 400,
+        "GET /@nobody/block": 404,
+        "POST /@nobody/block": 404,
+        "POST /@nobody/unblock": 404,
+        "POST /@nobody/mute": 404,
+        "POST /@nobody/unmute": 404,
+        "GET /@ada/mute": 405,
+        "GET /@ada/unblock": 405,
+        "GET /@ada/unmute": 405,
+    }
+    assert "You cannot block yourself." in responses["POST /@ada/block"].content.decode()
+    assert "You cannot block yourself." in responses["GET /@ada/block"].content.decode()
+    assert "You cannot mute yourself." in responses["POST /@ada/mute"].content.decode()
+    assert "There is no account @nobody." in responses["POST /@nobody/mute"].content.decode()
+    assert (Block.objects.count(), Mute.objects.count()) == (0, 0)
+
+
+def test_blocks_and_mutes_beyond_the_limit_are_refused(signed_in, make_user, settings):
+    settings.BLOCK_LIMIT, settings.MUTE_LIMIT = 1, 1
+    client, _ = signed_in("ada")
+    make_user("bob"), make_user("carol")
+
+    blocks = [client.post(f"/@{name}/block") for name in ("bob", "carol")]
+    mutes = [client.post(f"/@{name}/mute") for name in ("bob", "carol")]
+
+    assert [r.status_code for r in blocks + mutes] == [302, 400, 302, 400]
+    assert "You cannot block more than 1 accounts." in blocks[1].content.decode()
+    assert "You cannot mute more than 1 accounts." in mutes[1].content.decode()
+    assert (Block.objects.count(), Mute.objects.count()) == (1, 1)
+
+
+def test_block_and_mute_buttons_draw_on_the_apis_allowances(signed_in, make_user, settings, client_for):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "block": "1/hour", "mute": "1/hour"}
+    client, ada = signed_in("ada")
+    make_user("bob"), make_user("carol")
+    dave = make_user("dave")
+
+    blocks = [client.post(f"/@{name}/block") for name in ("bob", "carol")]
+    mutes = [client.post(f"/@{name}/mute") for name in ("bob", "carol")]
+    api = client_for(ada).post("/blocks", {"user_id": dave.pk}, format="json")
+
+    assert [r.status_code for r in blocks + mutes] == [302, 429, 302, 429]
+    assert "Too many attempts" in blocks[1].content.decode()
+    assert int(blocks[1]["Retry-After"]) > 0
+    assert int(mutes[1]["Retry-After"]) > 0
+    assert api.status_code == 429
+    assert (Block.objects.count(), Mute.objects.count()) == (1, 1)
+
+
+def test_anonymous_block_and_mute_send_to_sign_in(make_user):
+    make_user("bob")
+    anonymous = Client()
+
+    responses = [anonymous.get("/@bob/block")] + [
+        anonymous.post(f"/@bob/{action}") for action in ("block", "unblock", "mute", "unmute")
+    ]
+
+    assert [r.status_code for r in responses] == [302] * 5
+    assert all(r["Location"].startswith("/signin?next=") for r in responses)
+    assert (Block.objects.count(), Mute.objects.count()) == (0, 0)
+
+
+def test_a_blocked_viewer_sees_no_posts_and_no_follow_button(signed_in, make_user, settings):
+    settings.FEED_PAGE_SIZE = 1
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    Follow.objects.create(follower=make_user(), followee=bob)
+    posts = [Post.objects.create(author=bob, content=f"bob speaks {i}") for i in range(2)]
+    Block.objects.create(user=bob, target=ada)
+
+    html = client.get("/@bob").content.decode()
+    older = client.get(f"/@bob?cursor={cursor_encode(posts[1].pk)}").content.decode()
+
+    assert "You cannot see this account's posts." in html
+    assert "bob speaks" not in html + older
+    assert "Older posts" not in html
+    assert not {"/@bob/follow", "/@bob/unfollow"} & set(forms(html))
+    assert re.search(r"<strong>1</strong>\s*follower", html), "the counts stay"
+    # Nothing says which way the block stands: the blocked one may block back.
+    assert "blocks you" not in html
+    assert forms(html)["/@bob/block"] == "get"
+
+
+def test_a_blocker_sees_no_posts_of_the_blocked_and_can_unblock(signed_in, make_user):
+    client, ada = signed_in("ada")
+    bob = make_user("bob")
+    Post.objects.create(author=bob, content="bob speaks")
+    Block.objects.create(user=ada, target=bob)
+
+    html = client.get("/@bob").content.decode()
+
+    assert "You block @bob." in html
+    assert "bob speaks" not in html
+    assert "You cannot see this account's posts." not in html
+    assert forms(html)["/@bob/unblock"] == "post"
+    assert not {"/@bob/follow", "/@bob/unfollow", "/@bob/block"} & set(forms(html))
