@@ -35,7 +35,7 @@ from core.throttling import (
 )
 from follows.activity import reader_seen_marked
 from follows.models import Block, Follow, Mute
-from follows.selectors import follow_counts, follow_suggestions, user_get_by_username
+from follows.selectors import follow_counts, follow_suggestions, relations_page, user_get_by_username
 from follows.serializers import UserCreateSerializer
 from follows.services import (
     FollowBlocked,
@@ -154,7 +154,7 @@ def _form_key(request: HttpRequest) -> str | None:
 
 
 def _cursor(request: HttpRequest) -> int | None:
-    """The post id behind ``?cursor=``; raises InvalidCursor."""
+    """The id (of a post, a block or a mute) behind ``?cursor=``; raises InvalidCursor."""
     raw = request.GET.get("cursor")
     if raw is None:
         return None
@@ -510,6 +510,64 @@ def unmute(request: HttpRequest, username: str) -> HttpResponse:
     else:
         messages.success(request, f"You no longer mute @{name}; their posts are back on your timeline.")
     return redirect(_next_path(request, f"/@{name}"))
+
+
+# What the lists of blocks and mutes say of each: (noun, past participle, undo, what it does).
+RELATION_LISTS = {
+    Block: (
+        "block",
+        "blocked",
+        "unblock",
+        "Neither of you sees the other's posts, and they cannot follow you.",
+    ),
+    Mute: (
+        "mute",
+        "muted",
+        "unmute",
+        "Their posts stay out of your timeline; any follow stays, and they are not told.",
+    ),
+}
+
+
+def _relation_list(request: HttpRequest, model: type[Block | Mute]) -> HttpResponse:
+    """The accounts the signed-in user blocks (or mutes), newest first, paged by the API's
+    cursor, each with a button that undoes it and comes back here."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    noun, done, undo, effect = RELATION_LISTS[model]
+    try:
+        before = _cursor(request)
+    except InvalidCursor:
+        return _error(request, 400, f"This link to older {noun}s is not valid.")
+    relations, more = relations_page(
+        model, user_id=request.user.pk, limit=settings.FEED_PAGE_SIZE, before_id=before
+    )
+    return _page(
+        request,
+        "relations.html",
+        {
+            "relations": relations,
+            "older": cursor_encode(relations[-1].pk) if more else None,
+            "paged": before is not None,
+            "page_path": request.path,
+            "noun": noun,
+            "done": done,
+            "undo": undo,
+            "effect": effect,
+        },
+    )
+
+
+@_database_outage_is_503
+@require_GET
+def blocks(request: HttpRequest) -> HttpResponse:
+    return _relation_list(request, Block)
+
+
+@_database_outage_is_503
+@require_GET
+def mutes(request: HttpRequest) -> HttpResponse:
+    return _relation_list(request, Mute)
 
 
 @_database_outage_is_503

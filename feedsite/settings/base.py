@@ -100,8 +100,18 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 # Path prefixes of the pages browsers use: the admin, the API docs and the web pages
-# (profiles at /@name, sign up, in and out, the timeline's new-posts poll).
-BROWSER_PATH_PREFIXES = ["/admin/", "/api/docs", "/@", "/signup", "/signin", "/signout", "/timeline/"]
+# (profiles at /@name, sign up, in and out, the timeline's new-posts poll, the lists of
+# blocks and mutes under /settings/).
+BROWSER_PATH_PREFIXES = [
+    "/admin/",
+    "/api/docs",
+    "/@",
+    "/signup",
+    "/signin",
+    "/signout",
+    "/timeline/",
+    "/settings/",
+]
 # Paths browsers use, matched exactly: the web timeline at /.
 BROWSER_PATHS = ["/"]
 # Where the web pages send a visitor who must sign in first.

@@ -54,6 +54,8 @@ def test_every_page_answers_without_javascript(signed_in, make_user):
         "/@ada": client.get("/@ada"),
         "/@bob": client.get("/@bob"),
         "/@bob/block": client.get("/@bob/block"),
+        "/settings/blocks": client.get("/settings/blocks"),
+        "/settings/mutes": client.get("/settings/mutes"),
     }
 
     for name, response in pages.items():
@@ -813,3 +815,61 @@ def test_a_blocker_sees_no_posts_of_the_blocked_and_can_unblock(signed_in, make_
     assert "You cannot see this account's posts." not in html
     assert forms(html)["/@bob/unblock"] == "post"
     assert not {"/@bob/follow", "/@bob/unfollow", "/@bob/block"} & set(forms(html))
+
+
+@pytest.mark.parametrize(("model", "path", "verb"), [(Block, "blocks", "unblock"), (Mute, "mutes", "unmute")])
+def test_the_list_of_blocks_or_mutes_pages_newest_first_with_an_undo(
+    signed_in, make_user, settings, model, path, verb
+):
+    settings.FEED_PAGE_SIZE = 2
+    client, ada = signed_in("ada")
+    targets = [make_user(f"target{i}") for i in range(3)]
+    relations = [model.objects.create(user=ada, target=target) for target in targets]
+    model.objects.create(user=make_user("other"), target=ada)
+
+    first = client.get(f"/settings/{path}").content.decode()
+    cursor = cursor_encode(relations[1].pk)
+    second = client.get(f"/settings/{path}?cursor={cursor}").content.decode()
+
+    assert first.index("@target2") < first.index("@target1")
+    assert "@target0" not in first
+    assert "@other" not in first
+    assert 'href="/@target2"' in first
+    assert "<time datetime=" in first
+    assert f'href="/settings/{path}?cursor={cursor}"' in first
+    assert "@target0" in second
+    assert "@target2" not in second
+    assert "Older" not in second
+    assert forms(first)[f"/@target2/{verb}"] == "post"
+    assert f'<input type="hidden" name="next" value="/settings/{path}">' in first
+
+    response = client.post(f"/@target2/{verb}", {"next": f"/settings/{path}"})
+
+    assert response["Location"] == f"/settings/{path}"
+    assert not model.objects.filter(user=ada, target=targets[2]).exists()
+
+
+@pytest.mark.parametrize("path", ["blocks", "mutes"])
+def test_the_lists_of_blocks_and_mutes_say_when_empty_and_refuse_bad_cursors(signed_in, path):
+    client, _ = signed_in("ada")
+
+    empty = client.get(f"/settings/{path}")
+    bad = client.get(f"/settings/{path}?cursor=nope")
+    anonymous = Client().get(f"/settings/{path}")
+
+    assert empty.status_code == 200
+    assert f"You {path[:-1]} nobody." in empty.content.decode()
+    assert bad.status_code == 400
+    assert anonymous.status_code == 302
+    assert anonymous["Location"] == f"/signin?next=/settings/{path}"
+
+
+def test_the_lists_of_blocks_and_mutes_are_linked_for_the_signed_in(signed_in):
+    client, _ = signed_in("ada")
+
+    home = client.get("/").content.decode()
+    blocks = client.get("/settings/blocks").content.decode()
+
+    assert 'href="/settings/blocks"' in home
+    assert 'href="/settings/mutes"' in blocks
+    assert 'href="/settings/blocks"' not in Client().get("/signin").content.decode()
