@@ -1,8 +1,8 @@
 """The web timeline in a real browser: headless Chromium driven by Playwright.
 
 Two people sign up, follow, post, read, page, unfollow and delete, with the fan-out
-worker applying events between the steps. A failing test leaves a screenshot of each of
-its pages in .run/browser-failures.
+worker applying events between the steps; one blocks another and unblocks them. A
+failing test leaves a screenshot of each of its pages in .run/browser-failures.
 """
 
 import time
@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from follows.models import Follow
+from follows.models import Block, Follow, Mute
 from posts.services import post_create
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -150,14 +150,57 @@ def test_everything_works_without_javascript(new_context, browser_server: str, m
     expect(page.get_by_role("heading", name="Home")).to_be_visible()
 
 
+def test_block_from_a_profile_and_unblock_from_the_list(page: Page, browser_server: str, make_user) -> None:
+    post_create(author=make_user("bob"), content="bob writes")
+    sign_up(page, browser_server, "ada")
+
+    # Block asks first, saying what it does.
+    page.goto(f"{browser_server}/@bob")
+    expect(page.locator("p.content")).to_have_text(["bob writes"])
+    expect(page.get_by_role("button", name="Mute @bob")).to_be_visible()
+    page.get_by_role("button", name="Block @bob").click()
+    expect(page.get_by_role("heading", name="Block @bob?")).to_be_visible()
+    expect(page.get_by_text("they cannot follow you")).to_be_visible()
+    page.get_by_role("button", name="Block @bob").click()
+
+    # Back on the profile: no posts, no Follow button, an Unblock button.
+    expect(page).to_have_url(f"{browser_server}/@bob")
+    expect(page.get_by_text("You block @bob.", exact=True)).to_be_visible()
+    expect(page.locator("p.content")).to_have_count(0)
+    expect(page.get_by_role("button", name="Follow @bob")).to_have_count(0)
+
+    # Unblocked from the list, which stays open.
+    page.get_by_role("link", name="Blocked and muted").click()
+    expect(page.get_by_role("heading", name="Blocked accounts")).to_be_visible()
+    expect(page.get_by_role("link", name="@bob")).to_be_visible()
+    page.get_by_role("button", name="Unblock @bob").click()
+    expect(page).to_have_url(f"{browser_server}/settings/blocks")
+    expect(page.get_by_text("You no longer block @bob.")).to_be_visible()
+    expect(page.get_by_text("You block nobody.")).to_be_visible()
+    page.get_by_role("link", name="Muted", exact=True).click()
+    expect(page.get_by_text("You mute nobody.")).to_be_visible()
+
+    page.goto(f"{browser_server}/@bob")
+    expect(page.locator("p.content")).to_have_text(["bob writes"])
+    expect(page.get_by_role("button", name="Follow @bob")).to_be_visible()
+
+
 def test_pages_fit_a_360_pixel_screen(new_context, browser_server: str, make_user) -> None:
-    make_user("a_rather_long_username_that_could_overflow_a_narrow_screen")
+    long_name = "a_rather_long_username_that_could_overflow_a_narrow_screen"
+    other = make_user(long_name)
     page = new_context(viewport={"width": 360, "height": 740}).new_page()
     sign_up(page, browser_server, "ada")
     page.get_by_label("What's new?").fill("x" * 500)
     page.get_by_role("button", name="Post").click()
+    page.goto(f"{browser_server}/@{long_name}")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, (long_name, width)
+    ada = User.objects.get(username="ada")
+    Block.objects.create(user=ada, target=other)
+    Mute.objects.create(user=ada, target=other)
 
-    for path in ("/", "/@ada", "/signin", "/signup"):
+    paths = (f"/@{long_name}", f"/@{long_name}/block", "/settings/blocks", "/settings/mutes")
+    for path in ("/", "/@ada", *paths, "/signin", "/signup"):
         page.goto(f"{browser_server}{path}")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, (path, width)
