@@ -131,3 +131,34 @@ def feed_shows_sql(user: str, author: str) -> str:
 def blocked_between(user_id: int, other_id: int) -> bool:
     """Whether either of the two blocks the other."""
     return Block.objects.filter(user_id__in=[user_id, other_id], target_id__in=[user_id, other_id]).exists()
+
+
+@dataclass(frozen=True)
+class Standing:
+    """How a signed-in viewer stands with an account whose profile they read."""
+
+    follows: bool
+    blocks: bool
+    blocked_by: bool
+    mutes: bool
+
+    @property
+    def separated(self) -> bool:
+        """A block stands between the two, one way or the other (``blocked_between``): the
+        profile shows neither posts nor a Follow button."""
+        return self.blocks or self.blocked_by
+
+
+def profile_standing(*, viewer_id: int, user_id: int) -> Standing:
+    """Whether the viewer follows, blocks or mutes the account, and whether it blocks them:
+    four probes of the unique pairs in one round trip."""
+    follow, block, mute = (model._meta.db_table for model in (Follow, Block, Mute))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS (SELECT FROM {follow} WHERE follower_id = %s AND followee_id = %s),"
+            f" EXISTS (SELECT FROM {block} WHERE user_id = %s AND target_id = %s),"
+            f" EXISTS (SELECT FROM {block} WHERE user_id = %s AND target_id = %s),"
+            f" EXISTS (SELECT FROM {mute} WHERE user_id = %s AND target_id = %s)",
+            [viewer_id, user_id, viewer_id, user_id, user_id, viewer_id, viewer_id, user_id],
+        )
+        return Standing(*cursor.fetchone())

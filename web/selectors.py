@@ -1,15 +1,11 @@
-"""What the web pages read: feeds, from the feeds' selectors and page cache, and how a
-viewer stands with the account of a profile."""
+"""What the web pages read from the feeds' selectors and page cache."""
 
 import json
-from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 
 from feeds.pages import feed_page
 from feeds.selectors import feed_page_posts
-from follows.models import Block, Follow, Mute
 from posts.models import Post
 
 
@@ -29,34 +25,3 @@ def timeline_new_count(*, user_id: int, after_post_id: int) -> tuple[int, bool]:
     page = json.loads(feed_page(user_id=user_id, limit=settings.FEED_PAGE_SIZE))
     count = sum(1 for post in page["results"] if post["id"] > after_post_id)
     return count, count == len(page["results"]) and page["next_cursor"] is not None
-
-
-@dataclass(frozen=True)
-class Standing:
-    """How a signed-in viewer stands with an account whose profile they read."""
-
-    follows: bool
-    blocks: bool
-    blocked_by: bool
-    mutes: bool
-
-    @property
-    def separated(self) -> bool:
-        """A block stands between the two, one way or the other (``blocked_between``): the
-        profile shows neither posts nor a Follow button."""
-        return self.blocks or self.blocked_by
-
-
-def profile_standing(*, viewer_id: int, user_id: int) -> Standing:
-    """Whether the viewer follows, blocks or mutes the account, and whether it blocks them:
-    four probes of the unique pairs in one round trip."""
-    follow, block, mute = (model._meta.db_table for model in (Follow, Block, Mute))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT EXISTS (SELECT FROM {follow} WHERE follower_id = %s AND followee_id = %s),"
-            f" EXISTS (SELECT FROM {block} WHERE user_id = %s AND target_id = %s),"
-            f" EXISTS (SELECT FROM {block} WHERE user_id = %s AND target_id = %s),"
-            f" EXISTS (SELECT FROM {mute} WHERE user_id = %s AND target_id = %s)",
-            [viewer_id, user_id, viewer_id, user_id, user_id, viewer_id, viewer_id, user_id],
-        )
-        return Standing(*cursor.fetchone())

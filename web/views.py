@@ -35,7 +35,13 @@ from core.throttling import (
 )
 from follows.activity import reader_seen_marked
 from follows.models import Block, Follow, Mute
-from follows.selectors import follow_counts, follow_suggestions, relations_page, user_get_by_username
+from follows.selectors import (
+    follow_counts,
+    follow_suggestions,
+    profile_standing,
+    relations_page,
+    user_get_by_username,
+)
 from follows.serializers import UserCreateSerializer
 from follows.services import (
     FollowBlocked,
@@ -60,7 +66,7 @@ from posts.services import (
     post_create_once,
     post_delete,
 )
-from web.selectors import profile_standing, timeline_new_count, timeline_page
+from web.selectors import timeline_new_count, timeline_page
 
 logger = logging.getLogger(__name__)
 
