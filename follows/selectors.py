@@ -111,20 +111,25 @@ def relations_page(
     return page[:limit], len(page) > limit
 
 
-def feed_shows_sql(user: str, author: str) -> str:
+def feed_shows_sql(user: str, author: str, *, per_row: bool = False) -> str:
     """An SQL condition: posts of ``author`` may be in the home feed of ``user`` (both SQL
     expressions): neither blocks the other, and ``user`` does not mute ``author``.
 
-    Three probes of the pairs' unique indexes (block_unique_pair both ways round,
-    mute_unique_pair), whatever the number of blocks and mutes: feed reads apply it to
-    every post they take, and fan-out, backfill and rebuild to every row they write."""
+    Each part is one probe of a pair's unique index (block_unique_pair both ways round,
+    mute_unique_pair). With ``per_row``, as reads use it, each stays a probe per row
+    whatever the planner estimates (``OFFSET 0`` keeps the subquery from being turned into
+    a join): otherwise it may hash every block and mute of the reader to join a hundred
+    followees, a cost that grows with their number. Fan-out, backfill and rebuild leave the
+    planner free: it hashes the blocks and mutes of a batch's authors, which is cheaper
+    per row there."""
+    fence = " OFFSET 0" if per_row else ""
     return (
         f"NOT EXISTS (SELECT 1 FROM {Block._meta.db_table} AS hb"
-        f" WHERE hb.user_id = {user} AND hb.target_id = {author})"
+        f" WHERE hb.user_id = {user} AND hb.target_id = {author}{fence})"
         f" AND NOT EXISTS (SELECT 1 FROM {Block._meta.db_table} AS hbb"
-        f" WHERE hbb.user_id = {author} AND hbb.target_id = {user})"
+        f" WHERE hbb.user_id = {author} AND hbb.target_id = {user}{fence})"
         f" AND NOT EXISTS (SELECT 1 FROM {Mute._meta.db_table} AS hm"
-        f" WHERE hm.user_id = {user} AND hm.target_id = {author})"
+        f" WHERE hm.user_id = {user} AND hm.target_id = {author}{fence})"
     )
 
 

@@ -12,16 +12,18 @@ applied only where a test says so: a read must hold from the commit on.
 import threading
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from consumers.handlers import HANDLERS
 from eventbus.events import event_decode
 from eventbus.models import OutboxMessage
 from feeds import cache
 from feeds.models import FeedEntry, PulledAuthor
-from feeds.selectors import EntrySource, feed_entry_sources
+from feeds.selectors import EntrySource, feed_entry_sources, feed_post_ids
 from feeds.services import feed_backfill, feed_fanout_posts, feeds_rebuild
-from follows.models import Follow, Reader
+from follows.models import Block, Follow, Mute, Reader
 from posts.models import Post
 from tests.helpers import wait_for
 
@@ -392,3 +394,53 @@ def test_posts_written_while_the_block_commits_never_show_afterwards(make_user, 
     outbox.apply()
     assert not FeedEntry.objects.filter(user_id=reader.pk).exists()
     assert read(client, reader) == []
+
+
+def _relation_scans(node: dict) -> list[dict]:
+    found = [node] if node.get("Relation Name") in (Block._meta.db_table, Mute._meta.db_table) else []
+    for child in node.get("Plans", []):
+        found += _relation_scans(child)
+    return found
+
+
+def test_a_read_probes_blocks_and_mutes_per_post_or_followee_however_many_the_reader_has(make_user):
+    """The bound on a read's cost: every scan of the blocks and mutes a read makes returns at
+    most one row per loop, a probe of a pair, never the reader's thousands (a hash of them
+    would grow with their number). Checked on the plans, as PostgreSQL runs them, of a
+    first page and of a page pulled from history, for a reader at 3,000 of each."""
+    reader = make_user()
+    followees = [make_user() for _ in range(30)]
+    Follow.objects.bulk_create([Follow(follower=reader, followee=f) for f in followees])
+    posts = Post.objects.bulk_create([Post(author=followees[i % 30], content="x") for i in range(600)])
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=reader.pk, post_id=p.pk) for p in posts[-100:]])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO auth_user (password, username, is_superuser, first_name, last_name, email,"
+            " is_staff, is_active, date_joined) SELECT '!', 'hidden' || g, false, '', '', '', false, true,"
+            " now() FROM generate_series(1, 6000) AS g RETURNING id"
+        )
+        others = [user_id for (user_id,) in cursor.fetchall()]
+        for model, targets in [(Block, others[:3000]), (Mute, others[3000:])]:
+            cursor.execute(
+                f"INSERT INTO {model._meta.db_table} (user_id, target_id, created_at)"
+                " SELECT %s, t, now() FROM unnest(%s::bigint[]) AS t",
+                [reader.pk, targets],
+            )
+        cursor.execute("ANALYZE")
+    with CaptureQueriesContext(connection) as queries:
+        feed_post_ids(user_id=reader.pk, count=21)
+        feed_post_ids(user_id=reader.pk, count=21, before_post_id=posts[-100].pk)
+    checked = 0
+    for query in queries.captured_queries:
+        if Block._meta.db_table not in query["sql"]:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query['sql']}")
+            [(plan,)] = cursor.fetchone()
+        scans = _relation_scans(plan["Plan"])
+        assert scans, query["sql"]
+        for scan in scans:
+            assert scan["Actual Rows"] <= 1, (scan["Node Type"], scan["Actual Rows"], query["sql"])
+        checked += 1
+    # The stored entries, the big accounts, the uncopied posts and the history.
+    assert checked >= 4
