@@ -32,12 +32,14 @@ def fanout_ceiling(*, follower_limit: int) -> dict:
     from feeds.models import FeedEntry, PulledAuthor
     from follows.activity import active_since
     from follows.models import Follow, Reader
+    from follows.selectors import feed_shows_sql
     from posts.models import Post
 
     feeds, pulled = FeedEntry._meta.db_table, PulledAuthor._meta.db_table
     follows, posts, readers = Follow._meta.db_table, Post._meta.db_table, Reader._meta.db_table
-    # The rows fan-out writes: to active followers, of authors with at most follower_limit
-    # of them (the worker's rules, feeds.services.feed_fanout_posts).
+    # The rows fan-out writes: to active followers who hide not the author (no block, no
+    # mute), of authors with at most follower_limit of them (the worker's rules,
+    # feeds.services.feed_fanout_posts).
     active = f"JOIN {readers} r ON r.user_id = f.follower_id AND r.seen_at > %(since)s"
     big = f"SELECT f.followee_id FROM {follows} f {active} GROUP BY f.followee_id HAVING count(*) > %(limit)s"
     params = {"since": active_since(), "limit": follower_limit}
@@ -47,7 +49,7 @@ def fanout_ceiling(*, follower_limit: int) -> dict:
             f"INSERT INTO {feeds} (user_id, post_id)"
             f" SELECT f.follower_id, p.id FROM {posts} p"
             f" JOIN {follows} f ON f.followee_id = p.author_id {active}"
-            f" WHERE p.author_id NOT IN ({big})"
+            f" WHERE p.author_id NOT IN ({big}) AND {feed_shows_sql('f.follower_id', 'p.author_id')}"
             f" UNION ALL SELECT author_id, id FROM {posts}"
             " ON CONFLICT DO NOTHING",
             params,

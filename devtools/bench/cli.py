@@ -19,6 +19,7 @@ from devtools.bench.api_runs import measure_api
 from devtools.bench.ceilings import measure_ceilings, measure_insert_select
 from devtools.bench.common import RUN_DIR, ensure_wrk
 from devtools.bench.fanout import fanout_compare, measure_fanout
+from devtools.bench.hiding import measure_hiding, relations_seed
 from devtools.bench.readers import idle_mark, measure_gating, measure_returning
 from devtools.bench.report import render, report_write
 from devtools.bench.run import Run
@@ -117,9 +118,10 @@ def services_reset(env: dict[str, str]) -> None:
 
 
 def prepare(run: Run) -> None:
-    """Seed the graph, measure the INSERT ... SELECT ceiling, write the users file wrk reads
-    and the authors file of the POST runs."""
+    """Seed the graph with a few blocks and mutes, measure the INSERT ... SELECT ceiling,
+    write the users file wrk reads and the authors file of the POST runs."""
     graph_seed(run)
+    relations_seed(run)
     idle_mark(run)
     measure_insert_select(run)
     load_files_write(run)
@@ -142,6 +144,7 @@ def measure(run: Run, env: dict[str, str]) -> None:
         measure_partitioning(run)
         measure_gating(run)
         measure_returning(run)
+        measure_hiding(run)
     finally:
         run.stack.stop_all()
         broker_stop(run.broker)

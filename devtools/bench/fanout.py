@@ -177,11 +177,12 @@ def fanout_insert_select(post_ids: list[int]) -> int:
 
 def fanout_bulk_create(post_ids: list[int]) -> int:
     """The posts' feed rows built in Python, written with bulk_create(ignore_conflicts=True):
-    the rows feed_fanout_posts writes (to the authors' active followers)."""
+    the rows feed_fanout_posts writes (to the authors' active followers who do not mute
+    them, block them or are blocked by them)."""
     from feeds.models import FeedEntry
     from feeds.services import INSERT_BATCH_SIZE
     from follows.activity import active_since
-    from follows.models import Follow, Reader
+    from follows.models import Block, Follow, Mute, Reader
     from posts.models import Post
 
     authors = dict(Post.objects.filter(pk__in=post_ids).values_list("pk", "author_id"))
@@ -190,8 +191,12 @@ def fanout_bulk_create(post_ids: list[int]) -> int:
         followee_id__in=set(authors.values()),
         follower__in=Reader.objects.filter(seen_at__gt=active_since()).values("user_id"),
     )
+    hidden = set(Mute.objects.filter(target_id__in=authors.values()).values_list("user_id", "target_id"))
+    hidden |= set(Block.objects.filter(target_id__in=authors.values()).values_list("user_id", "target_id"))
+    hidden |= set(Block.objects.filter(user_id__in=authors.values()).values_list("target_id", "user_id"))
     for followee, follower in follows.values_list("followee_id", "follower_id"):
-        audience.setdefault(followee, []).append(follower)
+        if (follower, followee) not in hidden:
+            audience.setdefault(followee, []).append(follower)
     rows = [
         FeedEntry(user_id=user, post_id=post)
         for post, author in authors.items()

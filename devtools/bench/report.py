@@ -28,6 +28,8 @@ def render(r: dict, *, args: argparse.Namespace, settings_env: dict, versions: d
         lines += _render_partitioning(r)
     if "returning" in r:
         lines += _render_readers(r)
+    if "hiding" in r:
+        lines += _render_hiding(r)
     lines += _render_targets(r)
     lines += _render_commands(args)
     return "\n".join(lines)
@@ -371,6 +373,36 @@ def _render_readers(r: dict) -> list[str]:
         f"| uncached read of an active user, p50 / p99 "
         f"| {ms(back['active_read']['p50'])} / {ms(back['active_read']['p99'])} |",
         f"| from the first return to all {back['readers']} feeds rebuilt by the worker | {rebuilt} |",
+    ]
+
+
+def _render_hiding(r: dict) -> list[str]:
+    h, seeded = r["hiding"], r.get("relations", {})
+
+    def ms(p: dict) -> str:
+        return f"{p['p50'] * 1000:.1f} / {p['p99'] * 1000:.1f} ms"
+
+    def row(name: str, phase: dict) -> str:
+        return f"| {name} | {ms(phase['first'])} | {ms(phase['history'])} |"
+
+    return [
+        "",
+        "## Reads at the limit of blocks and mutes",
+        "",
+        f"The graph holds {seeded.get('mutes', 0):,} mutes and {seeded.get('blocks', 0):,} blocks. "
+        f"{h['readers']} active users' uncached reads through the API, {h['none']['reads']:,} of each "
+        "page kind per phase: with none of "
+        f"their own, then with {h['limits']['blocks']:,} blocks and {h['limits']['mutes']:,} mutes each "
+        f"({h['rows']['blocks']:,} blocks and {h['rows']['mutes']:,} mutes in the tables; accounts they "
+        "have no follow with, so the pages hold the same posts), then with none again. One request at a "
+        "time: the client waits on each answer, so it is not what limits them.",
+        "",
+        "| blocks and mutes of the reader | first page, p50 / p99 | page below the stored entries "
+        "(history), p50 / p99 |",
+        "|---|---|---|",
+        row("none", h["none"]),
+        row(f"{h['limits']['blocks']:,} + {h['limits']['mutes']:,}", h["max"]),
+        row("none, again", h["none_again"]),
     ]
 
 
