@@ -70,7 +70,7 @@ def measure_hiding(run: Run) -> None:
     """Uncached reads of READERS active users with stored feeds, by the API: the first
     page, and a page below their stored entries (pulled from history, one probe per
     followee); with none of their own blocks or mutes, then with the maximum of each
-    (accounts they have no follow with, so that the pages hold the same posts), then
+    (accounts made for it, with no follows, so that the pages hold the same posts), then
     with none again."""
     from django.conf import settings
     from django.db import connection
@@ -78,7 +78,7 @@ def measure_hiding(run: Run) -> None:
 
     from core.cursor import cursor_encode
     from feeds.models import FeedEntry
-    from follows.models import Block, Follow, Mute
+    from follows.models import Block, Mute
 
     count = 5 if run.args.smoke else READERS
     limit = {"blocks": settings.BLOCK_LIMIT, "mutes": settings.MUTE_LIMIT}
@@ -92,13 +92,11 @@ def measure_hiding(run: Run) -> None:
         .filter(n__gte=40)
         .order_by("user_id")
     )
-    readers = [(row["user_id"], row["oldest"]) for row in stored if row["user_id"] not in stars][:count]
-    hidden_ones = set(Block.objects.values_list("user_id", flat=True)) | set(
-        Mute.objects.values_list("user_id", flat=True)
-    )
-    readers = [(u, oldest) for u, oldest in readers if u not in hidden_ones]
+    # Users with none of the graph's own blocks and mutes.
+    taken = stars | set(Block.objects.values_list("user_id", flat=True))
+    taken |= set(Mute.objects.values_list("user_id", flat=True))
+    readers = [(row["user_id"], row["oldest"]) for row in stored if row["user_id"] not in taken][:count]
     api = Api(run.base)
-    accounts = run.graph["active"]
 
     def reads() -> dict:
         first, history = [], []
@@ -114,25 +112,33 @@ def measure_hiding(run: Run) -> None:
     )
     results = {"readers": len(readers), "limits": limit, "none": reads()}
     with connection.cursor() as cursor:
+        # Accounts of their own to block and mute, that follow no one and no one follows: the
+        # readers' pages stay as they were.
+        wanted = limit["blocks"] + limit["mutes"]
+        cursor.execute(
+            "INSERT INTO auth_user (password, username, is_superuser, first_name, last_name, email,"
+            " is_staff, is_active, date_joined) SELECT '!', 'bench-hidden' || g, false, '', '', '',"
+            " false, true, now() FROM generate_series(1, %s) AS g RETURNING id",
+            [wanted],
+        )
+        targets = [user_id for (user_id,) in cursor.fetchall()]
         for user_id, _ in readers:
-            related = set(Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True))
-            related |= set(Follow.objects.filter(followee_id=user_id).values_list("follower_id", flat=True))
-            others = [a for a in accounts if a != user_id and a not in related]
-            targets = run.chance.sample(others, min(len(others), limit["blocks"] + limit["mutes"]))
-            for model, chosen in [
-                (Block, targets[: limit["blocks"]]),
-                (Mute, targets[limit["blocks"] :]),
-            ]:
+            chosen = run.chance.sample(targets, wanted)
+            for model, part in [(Block, chosen[: limit["blocks"]]), (Mute, chosen[limit["blocks"] :])]:
                 cursor.execute(
                     f"INSERT INTO {model._meta.db_table} (user_id, target_id, created_at)"
                     " SELECT %s, t, now() FROM unnest(%s::bigint[]) AS t",
-                    [user_id, chosen],
+                    [user_id, part],
                 )
         cursor.execute(f"ANALYZE {Block._meta.db_table}")
         cursor.execute(f"ANALYZE {Mute._meta.db_table}")
+    ids = [u for u, _ in readers]
+    results["each"] = {
+        "blocks": min(Block.objects.filter(user_id=u).count() for u in ids),
+        "mutes": min(Mute.objects.filter(user_id=u).count() for u in ids),
+    }
     results["max"] = reads()
     results["rows"] = {"blocks": Block.objects.count(), "mutes": Mute.objects.count()}
-    ids = [u for u, _ in readers]
     with connection.cursor() as cursor:
         # Straight from the tables, as they were written: no events for the worker.
         for model in (Block, Mute):

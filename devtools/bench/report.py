@@ -392,16 +392,16 @@ def _render_hiding(r: dict) -> list[str]:
         f"The graph holds {seeded.get('mutes', 0):,} mutes and {seeded.get('blocks', 0):,} blocks. "
         f"{h['readers']} active users' uncached reads through the API, {h['none']['reads']:,} of each "
         "page kind per phase: with none of "
-        f"their own, then with {h['limits']['blocks']:,} blocks and {h['limits']['mutes']:,} mutes each "
-        f"({h['rows']['blocks']:,} blocks and {h['rows']['mutes']:,} mutes in the tables; accounts they "
-        "have no follow with, so the pages hold the same posts), then with none again. One request at a "
-        "time: the client waits on each answer, so it is not what limits them.",
+        f"their own, then with {h['each']['blocks']:,} blocks and {h['each']['mutes']:,} mutes each "
+        f"({h['rows']['blocks']:,} blocks and {h['rows']['mutes']:,} mutes in the tables; of accounts "
+        "made for it, with no follows, so the pages hold the same posts), then with none again. One "
+        "request at a time: the client waits on each answer, so it is not what limits them.",
         "",
         "| blocks and mutes of the reader | first page, p50 / p99 | page below the stored entries "
         "(history), p50 / p99 |",
         "|---|---|---|",
         row("none", h["none"]),
-        row(f"{h['limits']['blocks']:,} + {h['limits']['mutes']:,}", h["max"]),
+        row(f"{h['each']['blocks']:,} + {h['each']['mutes']:,}", h["max"]),
         row("none, again", h["none_again"]),
     ]
 
