@@ -67,3 +67,26 @@ class StalePages(models.Model):
 
     def __str__(self) -> str:
         return f"stale pages of {len(self.user_ids)} users"
+
+
+class Marker(models.Model):
+    """Where a user stopped reading a timeline (Mastodon's markers): the newest post they
+    have read, and a version that each change raises by one, so that two clients moving it
+    at once find out (``feeds.markers``)."""
+
+    HOME = "home"
+    TIMELINES = [(HOME, "home")]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    timeline = models.CharField(max_length=16, choices=TIMELINES, default=HOME)
+    last_read_id = models.BigIntegerField()
+    version = models.BigIntegerField(default=1)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "timeline"], name="marker_unique_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.timeline} of user {self.user_id} read to post {self.last_read_id}"

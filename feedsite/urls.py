@@ -3,7 +3,7 @@ from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.converters import IdConverter
-from feeds.views import FeedView
+from feeds.views import FeedView, MarkersView, UnreadView
 from feedsite.adminlogin import admin_login
 from feedsite.health import healthz, metrics_export, readyz
 from feedsite.inspector import inspector_view
@@ -37,6 +37,8 @@ urlpatterns = [
     path("mutes", MuteListCreateView.as_view(), name="mute-list"),
     path("mutes/<id:user_id>", MuteDeleteView.as_view(), name="mute-delete"),
     path("feeds/<id:user_id>", FeedView.as_view(), name="feed"),
+    path("feeds/<id:user_id>/unread", UnreadView.as_view(), name="feed-unread"),
+    path("markers", MarkersView.as_view(), name="markers"),
     path("metrics", metrics_export, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

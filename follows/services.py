@@ -71,6 +71,12 @@ def user_tokens_revoke(*, user: AbstractBaseUser) -> None:
     Token.objects.filter(user=user).delete()
 
 
+def token_revoke(*, key: str) -> None:
+    """Delete this API token; its cached lookup is dropped once that commits
+    (``follows.receivers``)."""
+    Token.objects.filter(key=key).delete()
+
+
 def token_get_or_create(*, user: AbstractBaseUser) -> Token:
     """The user's API token, created on first use, for signing in: the user is seen now."""
     token, _ = Token.objects.get_or_create(user=user)

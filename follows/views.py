@@ -51,6 +51,7 @@ from follows.services import (
     mute_create,
     mute_delete,
     token_get_or_create,
+    token_revoke,
     user_create,
 )
 
@@ -86,9 +87,22 @@ class UserCreateView(APIView):
 
 
 class TokenObtainView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes = [TokenThrottle]
+    """POST exchanges a password for the account's token; DELETE revokes the token that
+    authenticated the request."""
+
+    def initialize_request(self, request, *args, **kwargs) -> Request:
+        # Which authenticators apply depends on the method, before DRF builds the request.
+        self._revoking = request.method == "DELETE"
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get_authenticators(self) -> list:
+        return super().get_authenticators() if self._revoking else []
+
+    def get_permissions(self) -> list:
+        return super().get_permissions() if self._revoking else [AllowAny()]
+
+    def get_throttles(self) -> list:
+        return [] if self._revoking else [TokenThrottle()]
 
     @extend_schema(
         request=AuthTokenSerializer,
@@ -106,6 +120,15 @@ class TokenObtainView(APIView):
         account.succeeded()
         token = token_get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
+
+    @extend_schema(
+        request=None,
+        responses={204: OpenApiResponse(description="Revoked."), **UNAUTHENTICATED},
+        summary="Revoke the token of this request; POST /auth/token gives the account a new one.",
+    )
+    def delete(self, request: Request) -> Response:
+        token_revoke(key=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class FollowCreateView(APIView):

@@ -212,3 +212,28 @@ def test_follows_stop_at_the_follow_limit(make_user, client_for, settings):
     assert set(Follow.objects.filter(follower=bob).values_list("followee_id", flat=True)) == {
         u.pk for u in followed
     }
+
+
+def test_delete_auth_token_revokes_the_token_of_the_request_only(
+    make_user, client, django_capture_on_commit_callbacks
+):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    ada = make_user()
+    token = Token.objects.create(user=ada)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert api.get("/markers").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete("/auth/token").status_code == 204
+    assert not Token.objects.filter(user=ada).exists()
+    assert api.get("/markers").status_code == 401
+    assert api.delete("/auth/token").status_code == 401
+    # A password still gives the account a new one.
+    body = {"username": ada.username, "password": "pw-Secret-123"}
+    assert client.post("/auth/token", body, content_type="application/json").status_code == 200
+
+
+def test_delete_auth_token_without_a_token_is_a_401(client):
+    assert client.delete("/auth/token").status_code == 401
