@@ -26,4 +26,9 @@ class PageQuerySerializer(serializers.Serializer):
         unknown = sorted(set(self.initial_data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError({name: ["Unknown query parameter."] for name in unknown})
+        # An empty value would count as none given (query strings are read as form data):
+        # ?cursor= is a malformed cursor, not the first page.
+        blank = sorted(name for name in self.fields if self.initial_data.get(name) == "")
+        if blank:
+            raise serializers.ValidationError({name: ["This field may not be blank."] for name in blank})
         return attrs

@@ -163,3 +163,11 @@ def test_a_mute_keeps_the_follow_and_tells_the_muted_nothing(make_user, client_f
     assert Follow.objects.filter(follower=alice, followee=carol).exists()
     assert client_for(carol).get("/mutes").json()["results"] == []
     assert client_for(carol).get("/blocks").json()["results"] == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("query", ["cursor=", "limit="])
+def test_an_empty_list_parameter_is_a_400_not_the_first_page(kind, query, make_user, client_for):
+    response = client_for(make_user()).get(f"/{kind}?{query}")
+    assert response.status_code == 400
+    assert response.json() == {query.rstrip("="): ["This field may not be blank."]}
