@@ -9,6 +9,7 @@ app_name = "web"
 urlpatterns = [
     path("", views.timeline, name="timeline"),
     path("timeline/new", views.timeline_new, name="timeline-new"),
+    path("timeline/marker", views.timeline_marker, name="timeline-marker"),
     path("signup", views.signup, name="signup"),
     path("signin", views.signin, name="signin"),
     path("signout", views.signout, name="signout"),

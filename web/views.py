@@ -33,6 +33,8 @@ from core.throttling import (
     client_ip,
     rate_wait,
 )
+from feeds.markers import MarkerConflict, marker_get, marker_set
+from feeds.serializers import MarkerMoveSerializer, MarkerSerializer
 from follows.activity import reader_seen_marked
 from follows.models import Block, Follow, Mute
 from follows.selectors import (
@@ -221,6 +223,7 @@ def timeline(request: HttpRequest) -> HttpResponse:
     except Refused as refused:
         return _refused(request, refused)
     posts, has_more = timeline_page(user_id=request.user.pk, before_post_id=before)
+    marker = marker_get(user_id=request.user.pk)
     return _page(
         request,
         "timeline.html",
@@ -229,6 +232,8 @@ def timeline(request: HttpRequest) -> HttpResponse:
             "older": cursor_encode(posts[-1].pk) if has_more else None,
             "paged": before is not None,
             "newest_id": posts[0].pk if posts and before is None else 0,
+            "left_off_before": _left_off_before(posts, marker),
+            "marker": marker,
             "suggestions": follow_suggestions(user_id=request.user.pk, limit=SUGGESTIONS),
             "draft": draft,
             "form_key": form_key,
@@ -239,6 +244,47 @@ def timeline(request: HttpRequest) -> HttpResponse:
         status=status,
         retry_after=retry_after,
     )
+
+
+def _left_off_before(posts: list[Post], marker) -> int | None:
+    """The post above which the timeline draws "You left off here": the newest one the
+    reader had read (at or below the marker) when newer ones come before it on the page."""
+    if marker is None:
+        return None
+    for index, post in enumerate(posts):
+        if post.pk <= marker.last_read_id:
+            return post.pk if index > 0 else None
+    return None
+
+
+@_database_outage_is_503
+@require_POST
+def timeline_marker(request: HttpRequest) -> JsonResponse:
+    """Move the reader's home marker (POST /markers for the page, with its session): the
+    timeline's script sends the newest post scrolled past, with the version it holds."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": "Sign in first."}, status=401)
+    body = MarkerMoveSerializer(
+        data={key: request.POST[key] for key in request.POST if key != "csrfmiddlewaretoken"}
+    )
+    if not body.is_valid():
+        return JsonResponse(body.errors, status=400)
+    try:
+        marker = marker_set(
+            user_id=request.user.pk,
+            last_read_id=body.validated_data["last_read_id"],
+            version=body.validated_data.get("version"),
+        )
+    except MarkerConflict as exc:
+        current = exc.args[0]
+        return JsonResponse(
+            {
+                "detail": "The marker was moved meanwhile.",
+                "home": MarkerSerializer(current).data if current else None,
+            },
+            status=409,
+        )
+    return JsonResponse({"home": MarkerSerializer(marker).data})
 
 
 @_database_outage_is_503

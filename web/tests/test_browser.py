@@ -204,3 +204,31 @@ def test_pages_fit_a_360_pixel_screen(new_context, browser_server: str, make_use
         page.goto(f"{browser_server}{path}")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, (path, width)
+
+
+def test_the_timeline_marks_where_the_reader_left_off_and_moves_the_marker(
+    page: Page, browser_server: str, make_user
+) -> None:
+    from feeds.markers import marker_get, marker_set
+    from feeds.models import FeedEntry
+    from posts.models import Post
+
+    sign_up(page, browser_server, "ada")
+    ada = User.objects.get(username="ada")
+    posts = [Post.objects.create(author=ada, content=f"post number {i}") for i in range(4)]
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=ada.pk, post_id=p.pk) for p in posts])
+    marker_set(user_id=ada.pk, last_read_id=posts[1].pk)
+
+    page.goto(f"{browser_server}/")
+
+    line = page.locator("li.left-off")
+    expect(line).to_have_text("You left off here")
+    # Between the posts written after the marker and the one it names.
+    assert page.locator("ol.posts > li").nth(2).get_attribute("class") == "left-off"
+    # The newest post is in view: the marker follows it, once, a second later.
+    until(
+        lambda: marker_get(user_id=ada.pk).last_read_id == posts[-1].pk,
+        step=lambda: page.wait_for_timeout(200),
+        seconds=15,
+    )
+    assert marker_get(user_id=ada.pk).version == 2

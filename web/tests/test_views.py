@@ -873,3 +873,64 @@ def test_the_lists_of_blocks_and_mutes_are_linked_for_the_signed_in(signed_in):
     assert 'href="/settings/blocks"' in home
     assert 'href="/settings/mutes"' in blocks
     assert 'href="/settings/blocks"' not in Client().get("/signin").content.decode()
+
+
+def timeline_posts(user, count: int) -> list[int]:
+    posts = Post.objects.bulk_create([Post(author=user, content=f"post {i}") for i in range(count)])
+    FeedEntry.objects.bulk_create([FeedEntry(user_id=user.pk, post_id=p.pk) for p in posts])
+    return [p.pk for p in posts]
+
+
+def test_the_timeline_marks_where_the_reader_left_off(signed_in):
+    from feeds.markers import marker_set
+
+    client, user = signed_in()
+    ids = timeline_posts(user, 5)
+    assert "You left off here" not in client.get("/").content.decode()
+
+    marker_set(user_id=user.pk, last_read_id=ids[2])
+    html = client.get("/").content.decode()
+
+    line = html.index("You left off here")
+    assert html.index("post 4") < html.index("post 3") < line < html.index("post 2") < html.index("post 1")
+    assert f'data-read="{ids[2]}"' in html
+    assert 'data-version="1"' in html
+    marker_set(user_id=user.pk, last_read_id=ids[-1])
+    assert "You left off here" not in client.get("/").content.decode()
+
+
+def test_the_timeline_moves_the_marker_with_its_session_and_version(signed_in):
+    client, user = signed_in(csrf=True)
+    ids = timeline_posts(user, 3)
+    token = csrf_token(client)
+
+    moved = client.post(
+        "/timeline/marker", {"csrfmiddlewaretoken": token, "last_read_id": ids[1], "version": 0}
+    )
+    assert moved.status_code == 200, moved.content
+    assert moved.json()["home"]["last_read_id"] == ids[1]
+    assert moved.json()["home"]["version"] == 1
+    stale = client.post(
+        "/timeline/marker", {"csrfmiddlewaretoken": token, "last_read_id": ids[2], "version": 0}
+    )
+    assert stale.status_code == 409
+    assert stale.json()["home"]["version"] == 1
+    again = client.post(
+        "/timeline/marker", {"csrfmiddlewaretoken": token, "last_read_id": ids[2], "version": 1}
+    )
+    assert again.json()["home"]["version"] == 2
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"last_read_id": "x"}, {"last_read_id": 0}, {"last_read_id": 1, "other": 2}]
+)
+def test_a_bad_marker_is_a_400(signed_in, data):
+    client, _ = signed_in()
+    assert client.post("/timeline/marker", data).status_code == 400
+
+
+def test_the_marker_needs_a_session_and_its_csrf_token(signed_in):
+    assert Client().post("/timeline/marker", {"last_read_id": 1}).status_code == 401
+    client, _ = signed_in(csrf=True)
+    assert client.post("/timeline/marker", {"last_read_id": 1}).status_code == 403
+    assert client.get("/timeline/marker").status_code == 405
