@@ -97,8 +97,11 @@ def follow_create(*, follower: AbstractBaseUser, followee_id: int) -> tuple[Foll
     try:
         with transaction.atomic():
             # The follower's row is locked, so that two follows at once cannot both pass
-            # the limit: the second counts after the first has committed.
-            User.objects.select_for_update().filter(pk=follower.pk).values_list("pk").first()
+            # the limit: the second counts after the first has committed. FOR NO KEY UPDATE,
+            # not FOR UPDATE: a commit checks its foreign keys with FOR KEY SHARE on the rows
+            # they name, which FOR UPDATE would make wait (a follow and a block between the
+            # same two then deadlocked).
+            User.objects.select_for_update(no_key=True).filter(pk=follower.pk).values_list("pk").first()
             existing = Follow.objects.filter(follower_id=follower.pk, followee_id=followee_id).first()
             if existing is not None:
                 return existing, False
@@ -133,10 +136,14 @@ def _relation_create(
     try:
         with transaction.atomic():
             # The user's row is locked, so that two at once cannot both pass the limit; for a
-            # block the target's too, in id order, so that a follow between them waits for it.
+            # block the target's too, in id order, so that a follow between them waits for it
+            # (FOR NO KEY UPDATE, as in follow_create).
             locked = sorted({user.pk, target_id}) if lock_target else [user.pk]
             rows = list(
-                User.objects.select_for_update().filter(pk__in=locked).order_by("pk").values_list("pk")
+                User.objects.select_for_update(no_key=True)
+                .filter(pk__in=locked)
+                .order_by("pk")
+                .values_list("pk")
             )
             if len(rows) != len(locked):
                 raise UnknownUser(target_id)

@@ -1,11 +1,13 @@
 """POST/GET /blocks and /mutes, DELETE /blocks/{id} and /mutes/{id}: shapes, rules, events."""
 
 import json
+import threading
 
 import pytest
 
 from eventbus.models import OutboxMessage
 from follows.models import Block, Follow, Mute
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -171,3 +173,66 @@ def test_an_empty_list_parameter_is_a_400_not_the_first_page(kind, query, make_u
     response = client_for(make_user()).get(f"/{kind}?{query}")
     assert response.status_code == 400
     assert response.json() == {query.rstrip("="): ["This field may not be blank."]}
+
+
+def waiting_for_a_lock() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_block_and_a_follow_between_the_same_two_at_once_both_finish(make_user, monkeypatch):
+    """B follows A while A blocks B, interleaved as a deadlock would need: the follow has
+    locked B's row when the block locks A's and waits for B's; the follow then commits,
+    which checks its foreign key to A's row. Neither waits for the other: the follow
+    commits, the block sees it and ends it."""
+    from django.db import connection
+
+    from follows import services
+
+    a, b = make_user(), make_user()
+    if a.pk > b.pk:
+        a, b = b, a
+    followed = threading.Event()
+    go = threading.Event()
+    real = services.blocked_between
+
+    def paused(user_id, other_id):
+        followed.set()
+        assert go.wait(timeout=10)
+        return real(user_id, other_id)
+
+    monkeypatch.setattr(services, "blocked_between", paused)
+    errors: list[BaseException] = []
+
+    def run(work) -> None:
+        try:
+            work()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    follow = threading.Thread(
+        target=run, args=(lambda: services.follow_create(follower=b, followee_id=a.pk),)
+    )
+    follow.start()
+    assert followed.wait(timeout=10)
+    monkeypatch.setattr(services, "blocked_between", real)
+    block = threading.Thread(target=run, args=(lambda: services.block_create(user=a, target_id=b.pk),))
+    block.start()
+    wait_for(lambda: waiting_for_a_lock() == 1, timeout=10, what="the block waiting for B's row")
+    go.set()
+    follow.join(timeout=30)
+    block.join(timeout=30)
+    assert not follow.is_alive()
+    assert not block.is_alive()
+    assert errors == []
+    assert Block.objects.filter(user=a, target=b).exists()
+    assert not Follow.objects.filter(follower=b, followee=a).exists()
