@@ -5,6 +5,12 @@ so a stale page is never served, and a reader that rendered from PostgreSQL befo
 fan-out committed cannot leave a stale page behind: it stores the page under the
 generation it read first, which no longer matches.
 
+A block, a mute or an unmute first *holds* the cache of the users it concerns, inside its
+transaction: their generation becomes ``HOLD``, under which no page is stored or served,
+and once it commits a fresh generation replaces it. So a page rendered before the commit
+is never served after it: not in the moment between the commit and the new generation,
+nor when Redis refuses that one (the hold expires after HOLD_TTL seconds instead).
+
 A generation is a random value, never a counter: Redis may evict a generation key or lose
 its last writes in a failover, and a counter would then start again and match a page
 stored under an old number. A reader that finds no generation creates one (SET NX), so a
@@ -27,6 +33,11 @@ logger = logging.getLogger(__name__)
 # Generations outlive pages by far, so that a page is rarely stored twice in a row just
 # because its generation expired.
 GENERATION_TTL = 7 * 24 * 3600
+
+
+# The generation of a held cache (see above): never a random one (those are hex).
+HOLD = b"hold"
+HOLD_TTL = 60
 
 
 def generation_new() -> str:
@@ -58,6 +69,9 @@ def page_lookup(user_id: int) -> tuple[bytes | None, bytes]:
     except RedisError:
         logger.warning("feed cache unavailable; reading from the database")
         return None, b""
+    if generation == HOLD:
+        # Read from the database, and not stored: a block or mute is committing.
+        return None, b""
     return page_body(page, generation), generation
 
 
@@ -73,8 +87,8 @@ def page_body(page: bytes | None, generation: bytes | None) -> bytes | None:
 
 
 def page_store(user_id: int, *, generation: bytes, body: bytes) -> None:
-    if not generation:
-        return  # Redis was unreachable when the read began.
+    if not generation or generation == HOLD:
+        return  # Redis was unreachable when the read began, or the cache is held.
     try:
         get_redis_connection("default").set(
             feed_page_key(user_id), generation + b"|" + body, ex=settings.FEED_CACHE_TTL
@@ -119,6 +133,17 @@ def pages_invalidate(user_ids: Iterable[int]) -> None:
             keys=keys[start : start + INVALIDATE_CHUNK],
             args=[generation_new(), GENERATION_TTL],
             client=client,
+        )
+
+
+def pages_hold(user_ids: Iterable[int]) -> None:
+    """Hold the cache of these users (see above) until ``pages_invalidate`` gives them a
+    fresh generation, or for HOLD_TTL seconds. Raises RedisError if Redis is down."""
+    client = get_redis_connection("default")
+    keys = [feed_generation_key(user_id) for user_id in user_ids]
+    for start in range(0, len(keys), INVALIDATE_CHUNK):
+        _bump_generations(client)(
+            keys=keys[start : start + INVALIDATE_CHUNK], args=[HOLD, HOLD_TTL], client=client
         )
 
 

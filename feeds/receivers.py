@@ -40,17 +40,24 @@ def returning_reader_pages_forget(sender: type, user_id: int, **kwargs: Any) -> 
 
 
 def hidden_pages_forget(sender: type, user_ids: list[int], **kwargs: Any) -> None:
-    """Inside the transaction of a block, mute or unmute: its users' cached pages are
-    recorded as stale in it, and invalidated once it commits. Should Redis refuse, the row
-    stays for the worker (``stale_pages_flush``), and no page is served from Redis while it
-    is down; the worker invalidates them again when it applies the event."""
+    """Inside the transaction of a block, mute or unmute: its users' cache is held
+    (``feeds.cache``: no page is stored or served) and recorded as stale in it, and once it
+    commits their pages get a fresh generation. Should Redis refuse that, the hold keeps
+    their cache off until it expires, and the row stays for the worker
+    (``stale_pages_flush``), which invalidates them again when it applies the event. Should
+    Redis refuse the hold, the block or mute goes on, and only the fresh generation after
+    the commit keeps the pages rendered before it from being served."""
+    try:
+        cache.pages_hold(user_ids)
+    except RedisError:
+        logger.warning("feed cache unavailable; pages of users %s not held", user_ids)
     row = stale_pages_record(user_ids=user_ids)
 
     def invalidate() -> None:
         try:
             cache.pages_invalidate(user_ids)
         except RedisError:
-            logger.warning("feed cache unavailable; pages of users %s not invalidated", user_ids)
+            logger.warning("feed cache unavailable; pages of users %s held until the hold expires", user_ids)
             return
         stale_pages_forget(ids=[row])
 

@@ -444,3 +444,47 @@ def test_a_read_probes_blocks_and_mutes_per_post_or_followee_however_many_the_re
         checked += 1
     # The stored entries, the big accounts, the uncopied posts and the history.
     assert checked >= 4
+
+
+def test_the_cache_is_held_from_inside_the_transaction_until_a_fresh_generation_replaces_it(
+    pair, django_capture_on_commit_callbacks
+):
+    """No page rendered before the commit is served after it: inside the block's
+    transaction the users' cache is held (nothing stored, nothing served), and the commit
+    gives it a fresh generation."""
+    from django.db import transaction
+
+    from follows.services import block_create
+
+    reader, author, friend, client = pair
+    feed_fanout_posts(post_ids=[posted(author).pk, posted(friend).pk])
+    read(client, reader)
+    assert cache.page_lookup(reader.pk)[0] is not None
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        block_create(user=reader, target_id=author.pk)
+        for user in (reader, author):
+            assert cache.page_lookup(user.pk) == (None, b"")
+            cache.page_store(user.pk, generation=cache.HOLD, body=b"rendered before the commit")
+            assert cache.page_lookup(user.pk) == (None, b"")
+    body, generation = cache.page_lookup(reader.pk)
+    assert body is None
+    assert generation not in (b"", cache.HOLD)
+
+
+def test_a_refused_invalidation_after_the_commit_leaves_the_cache_held(pair, hide, monkeypatch):
+    from redis.exceptions import RedisError
+
+    reader, author, friend, client = pair
+    kept = posted(friend)
+    feed_fanout_posts(post_ids=[posted(author).pk, kept.pk])
+    read(client, reader)
+
+    def refused(user_ids):
+        raise RedisError("refused")
+
+    monkeypatch.setattr(cache, "pages_invalidate", refused)
+    hide("mute", reader, author)
+
+    assert cache.page_lookup(reader.pk) == (None, b"")
+    assert read(client, reader) == [kept.pk]
+    assert cache.page_lookup(reader.pk) == (None, b"")
