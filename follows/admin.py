@@ -17,7 +17,8 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from follows.models import Block, Follow, Mute, Reader, Relation, UserToken
-from follows.services import block_create, block_delete, mute_create, mute_delete
+from follows.selectors import blocked_between
+from follows.services import FollowBlocked, block_create, block_delete, mute_create, mute_delete
 
 User = get_user_model()
 
@@ -50,10 +51,25 @@ def end_filtered_title(request: HttpRequest, titles: list[tuple[str, str]]) -> s
     return found
 
 
+class FollowAdminForm(forms.ModelForm):
+    """A new follow, refused where a block stands between the two, as the API refuses it
+    (``follows.services.follow_create``, which checks it again under its lock)."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        follower, followee = cleaned.get("follower"), cleaned.get("followee")
+        new = self.instance.pk is None and follower is not None and followee is not None
+        if new and blocked_between(follower.pk, followee.pk):
+            raise forms.ValidationError(f"{FollowBlocked()} A block stands between the two.")
+        return cleaned
+
+
 @admin.register(Follow)
 class FollowAdmin(admin.ModelAdmin):
     """Follows. Their ends are fixed once made: a follow changed in place would leave the
     feeds of both followers as they were (no event announces it); delete it and add another."""
+
+    form = FollowAdminForm
 
     list_display = ["id", "follower_link", "followee_link", "created_at"]
     list_select_related = ["follower", "followee"]

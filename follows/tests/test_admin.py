@@ -309,3 +309,17 @@ def test_a_mute_deleted_in_the_admin_brings_the_muted_posts_back_as_unmuting_doe
         ("ada", PULL_EVERYTHING),
         ("eve", PULL_EVERYTHING),
     }
+
+
+def test_a_follow_across_a_block_is_a_form_error_in_the_admin(staff_client, make_user):
+    ada, bob = make_user("ada"), make_user("bob")
+    Block.objects.create(user=ada, target=bob)
+
+    for follower, followee in [(bob, ada), (ada, bob)]:
+        response = staff_client.post(
+            "/admin/follows/follow/add/", {"follower": follower.pk, "followee": followee.pk}
+        )
+        assert response.status_code == 200
+        assert b"This account cannot be followed" in response.content
+
+    assert not Follow.objects.exists()
