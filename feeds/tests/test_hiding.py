@@ -66,6 +66,13 @@ def outbox() -> Outbox:
     return Outbox()
 
 
+def follow_left_behind(kind: str, reader, author) -> None:
+    """For a block: the reader's follow of the author as if it had outlived the block (made
+    behind the API's back), so that a path joining follows must check the block itself."""
+    if kind != "mute":
+        Follow.objects.bulk_create([Follow(follower=reader, followee=author)], ignore_conflicts=True)
+
+
 def read(client, user, **query) -> list[int]:
     response = client.get(f"/feeds/{user.pk}", query)
     assert response.status_code == 200, response.content
@@ -147,6 +154,7 @@ def test_posts_of_a_big_account_merged_at_read_time_are_hidden(kind, pair, hide)
     assert read(client, reader) == [kept.pk, post.pk]
 
     hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
 
     assert read(client, reader) == [kept.pk]
     assert walk(client, reader) == [kept.pk]
@@ -163,6 +171,7 @@ def test_history_pulled_below_the_stored_entries_is_hidden(kind, pair, hide):
     assert walk(client, reader) == [p.pk for p in reversed(newer)] + [old.pk]
 
     hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
 
     assert walk(client, reader) == [p.pk for p in reversed(newer)]
 
@@ -180,6 +189,8 @@ def test_posts_the_backfill_did_not_copy_are_hidden(kind, pair, hide):
     assert walk(client, reader) == [last.pk, uncopied.pk, first.pk]
 
     hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
+    Follow.objects.filter(follower=reader, followee=author).update(pull_below=last.pk)
 
     assert walk(client, reader) == [last.pk, first.pk]
 
@@ -192,6 +203,7 @@ def test_the_feed_of_a_returning_reader_merged_at_read_time_is_hidden(kind, pair
     assert read(client, reader) == [kept.pk, post.pk]
 
     hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
 
     assert read(client, reader) == [kept.pk]
     assert walk(client, reader) == [kept.pk]
@@ -203,6 +215,7 @@ def test_fan_out_after_the_commit_writes_no_row_also_for_a_post_already_on_its_w
     on_its_way = posted(author, "event not applied yet")
 
     hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
     later = posted(author, "after")
     feed_fanout_posts(post_ids=[on_its_way.pk, later.pk])
 
@@ -221,7 +234,7 @@ def test_the_backfill_of_a_follow_copies_nothing_hidden(kind, make_user, client_
         assert response.status_code == 201
     else:
         # A follow.created event replayed after the block: the follow cannot be made anew.
-        Follow.objects.bulk_create([Follow(follower=reader, followee=author)])
+        follow_left_behind(kind, reader, author)
 
     changes = feed_backfill(follows=[(reader.pk, author.pk)])
 
@@ -238,7 +251,7 @@ def test_a_rebuild_stores_nothing_hidden(kind, pair, hide):
     hide(kind, reader, author)
     if kind != "mute":
         # As if a follow were left behind: the rebuild still leaves the pair apart.
-        Follow.objects.bulk_create([Follow(follower=reader, followee=author)])
+        follow_left_behind(kind, reader, author)
 
     feeds_rebuild(user_ids=[reader.pk])
 
@@ -488,3 +501,25 @@ def test_a_refused_invalidation_after_the_commit_leaves_the_cache_held(pair, hid
     assert cache.page_lookup(reader.pk) == (None, b"")
     assert read(client, reader) == [kept.pk]
     assert cache.page_lookup(reader.pk) == (None, b"")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_history_of_a_reader_following_many_is_hidden_too(kind, make_user, hide, client_for, settings):
+    """Past PULL_SCAN_FOLLOWEES followees, history is found by scanning the newest posts
+    and probing the reader's follows for each author: that scan checks blocks and mutes too."""
+    from feeds.selectors import PULL_SCAN_FOLLOWEES
+
+    reader, author = make_user(), make_user()
+    others = [make_user() for _ in range(PULL_SCAN_FOLLOWEES)]
+    Follow.objects.bulk_create([Follow(follower=reader, followee=u) for u in [author, *others]])
+    posts = Post.objects.bulk_create(
+        [Post(author=author if i % 3 == 0 else others[i % len(others)], content="x") for i in range(60)]
+    )
+    hidden = {p.pk for p in posts if p.author_id == author.pk}
+    client = client_for(reader)
+    assert hidden <= set(walk(client, reader, limit=20))
+
+    hide(kind, reader, author)
+    follow_left_behind(kind, reader, author)
+
+    assert walk(client, reader, limit=20) == sorted({p.pk for p in posts} - hidden, reverse=True)
