@@ -432,6 +432,15 @@ def feeds_rebuild(*, user_ids: Iterable[int], dry_run: bool = False) -> RebuildR
                     SELECT 1 FROM target AS t WHERE t.user_id = f.user_id AND t.post_id = f.post_id
                 )
                 RETURNING f.user_id
+            ),
+            -- The stored feed now holds every post of the followees above its oldest
+            -- entry: no follow needs reads to pull what its backfill (or an unmute) left
+            -- out. In this statement, so that it sees the follows the target was made of.
+            cleared AS (
+                UPDATE {Follow._meta.db_table} AS f SET pull_below = NULL
+                WHERE f.follower_id = ANY(%(active)s) AND f.pull_below IS NOT NULL
+                AND {feed_shows_sql("f.follower_id", "f.followee_id")}
+                RETURNING 1
             )"""
     sql += """
         SELECT 'added', user_id, count(*) FROM added GROUP BY user_id

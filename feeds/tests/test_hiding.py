@@ -523,3 +523,33 @@ def test_history_of_a_reader_following_many_is_hidden_too(kind, make_user, hide,
     follow_left_behind(kind, reader, author)
 
     assert walk(client, reader, limit=20) == sorted({p.pk for p in posts} - hidden, reverse=True)
+
+
+def test_a_rebuild_ends_the_pull_an_unmute_left_for_an_idle_reader(
+    pair, hide, outbox, django_capture_on_commit_callbacks
+):
+    """An unmute makes reads pull the account's posts until the worker copies them back;
+    for a reader who is not active the copy never comes, so the rebuild on their return
+    ends the pull, or every read would scan that account's posts for good."""
+    from django.utils import timezone
+
+    reader, author, friend, client = pair
+    posts = [posted(author), posted(friend), posted(author)]
+    hide("mute", reader, author)
+    outbox.apply()
+    Reader.objects.filter(user=reader).update(seen_at=timezone.now() - timezone.timedelta(days=400))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/mutes/{author.pk}").status_code == 204
+    outbox.apply()
+    follow = Follow.objects.get(follower=reader, followee=author)
+    assert follow.pull_below is not None
+
+    Reader.objects.filter(user=reader).update(seen_at=timezone.now())
+    feeds_rebuild(user_ids=[reader.pk])
+
+    follow.refresh_from_db()
+    assert follow.pull_below is None
+    assert set(FeedEntry.objects.filter(user_id=reader.pk).values_list("post_id", flat=True)) == {
+        p.pk for p in posts
+    }
+    assert walk(client, reader) == sorted((p.pk for p in posts), reverse=True)
