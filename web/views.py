@@ -491,38 +491,27 @@ def block(request: HttpRequest, username: str) -> HttpResponse:
         if target.pk == request.user.pk:
             return _error(request, 400, "You cannot block yourself.")
         return _page(request, "block.html", {"profile": target, "next": back})
-    try:
-        _rate_take("block", f"user:{request.user.pk}")
-        _, created = block_create(user=request.user, target_id=target.pk)
-    except Refused as refused:
-        return _refused(request, refused)
-    except RelationError as exc:
-        return _error(request, 400, str(exc))
-    except UnknownUser:
-        return _error(request, 404, f"There is no account @{username}.")
-    if created:
-        messages.success(
-            request, f"You block @{name}: neither of you sees the other's posts, and they cannot follow you."
-        )
-    else:
-        messages.info(request, f"You already block @{name}.")
-    return redirect(back)
+    return _relation_add(
+        request,
+        target,
+        scope="block",
+        create=block_create,
+        done="You block @{}: neither of you sees the other's posts, and they cannot follow you.",
+        already="You already block @{}.",
+    )
 
 
 @_database_outage_is_503
 @require_POST
 def unblock(request: HttpRequest, username: str) -> HttpResponse:
-    target, response = _signed_in_user_named(request, username)
-    if response is not None:
-        return response
-    name = target.get_username()
-    try:
-        block_delete(user=request.user, target_id=target.pk)
-    except Block.DoesNotExist:
-        messages.info(request, f"You did not block @{name}.")
-    else:
-        messages.success(request, f"You no longer block @{name}. The follows the block ended stay ended.")
-    return redirect(_next_path(request, f"/@{name}"))
+    return _relation_remove(
+        request,
+        username,
+        remove=block_delete,
+        missing=Block.DoesNotExist,
+        done="You no longer block @{}. The follows the block ended stay ended.",
+        absent="You did not block @{}.",
+    )
 
 
 @_database_outage_is_503
@@ -531,36 +520,61 @@ def mute(request: HttpRequest, username: str) -> HttpResponse:
     target, response = _signed_in_user_named(request, username)
     if response is not None:
         return response
-    name = target.get_username()
-    try:
-        _rate_take("mute", f"user:{request.user.pk}")
-        _, created = mute_create(user=request.user, target_id=target.pk)
-    except Refused as refused:
-        return _refused(request, refused)
-    except RelationError as exc:
-        return _error(request, 400, str(exc))
-    except UnknownUser:
-        return _error(request, 404, f"There is no account @{username}.")
-    if created:
-        messages.success(request, f"You mute @{name}: their posts leave your timeline. They are not told.")
-    else:
-        messages.info(request, f"You already mute @{name}.")
-    return redirect(_next_path(request, f"/@{name}"))
+    return _relation_add(
+        request,
+        target,
+        scope="mute",
+        create=mute_create,
+        done="You mute @{}: their posts leave your timeline. They are not told.",
+        already="You already mute @{}.",
+    )
 
 
 @_database_outage_is_503
 @require_POST
 def unmute(request: HttpRequest, username: str) -> HttpResponse:
+    return _relation_remove(
+        request,
+        username,
+        remove=mute_delete,
+        missing=Mute.DoesNotExist,
+        done="You no longer mute @{}; their posts are back on your timeline.",
+        absent="You did not mute @{}.",
+    )
+
+
+def _relation_add(request: HttpRequest, target, *, scope: str, create: Callable, done: str, already: str):
+    """Block or mute ``target`` under the rate limit of ``scope``, then back to the page
+    the form came from; the messages are formatted with the target's name."""
+    name = target.get_username()
+    try:
+        _rate_take(scope, f"user:{request.user.pk}")
+        _, created = create(user=request.user, target_id=target.pk)
+    except Refused as refused:
+        return _refused(request, refused)
+    except RelationError as exc:
+        return _error(request, 400, str(exc))
+    except UnknownUser:
+        return _error(request, 404, f"There is no account @{name}.")
+    (messages.success if created else messages.info)(request, (done if created else already).format(name))
+    return redirect(_next_path(request, f"/@{name}"))
+
+
+def _relation_remove(
+    request: HttpRequest, username: str, *, remove: Callable, missing: type[Exception], done: str, absent: str
+):
+    """Unblock or unmute the account named ``username``, then back to the page the form
+    came from."""
     target, response = _signed_in_user_named(request, username)
     if response is not None:
         return response
     name = target.get_username()
     try:
-        mute_delete(user=request.user, target_id=target.pk)
-    except Mute.DoesNotExist:
-        messages.info(request, f"You did not mute @{name}.")
+        remove(user=request.user, target_id=target.pk)
+    except missing:
+        messages.info(request, absent.format(name))
     else:
-        messages.success(request, f"You no longer mute @{name}; their posts are back on your timeline.")
+        messages.success(request, done.format(name))
     return redirect(_next_path(request, f"/@{name}"))
 
 
