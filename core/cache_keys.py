@@ -58,3 +58,9 @@ def reader_seen_key_prefix() -> str:
 def reader_seen_key(user_id: int | str) -> str:
     """Present while a user was recorded as seen within FEED_ACTIVITY_RESOLUTION_SECONDS."""
     return f"{reader_seen_key_prefix()}{user_id}"
+
+
+def stream_channel() -> str:
+    """The Redis channel on which committed and deleted posts are announced to the stream
+    processes (streams.hub); one subscription per process."""
+    return f"{_prefix()}:stream:posts"

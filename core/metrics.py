@@ -95,3 +95,21 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
     multiprocess_mode="livemin",
 )
+
+# The stream process (streams.hub): one process, its own registry, served on STREAM_METRICS_PORT.
+STREAMS_OPEN = Gauge("feed_streams_open", "Home-feed streams open in this stream process.")
+STREAMS_REFUSED = Counter(
+    "feed_streams_refused", "Streams refused: beyond a limit, or without the database.", ["reason"]
+)
+STREAMS_ENDED = Counter(
+    "feed_streams_ended", "Streams ended by the server: revoked credentials, unread frames.", ["reason"]
+)
+STREAM_EVENTS_SENT = Counter("feed_stream_events_sent", "Events queued to open streams, by type.", ["event"])
+STREAM_DELIVERY_LAG = Histogram(
+    "feed_stream_delivery_lag_seconds",
+    "Seconds from a post's commit to its event being queued to the open streams of its readers.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STREAM_SUBSCRIBED = Gauge(
+    "feed_stream_channel_subscribed", "1 while the stream process is subscribed to its Redis channel."
+)

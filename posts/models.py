@@ -1,6 +1,14 @@
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models.functions import Cast
 from django.utils import timezone
+
+# The writing transaction's id as a bigint: xid8 counts from 0 and never wraps, and a
+# bigint compares and indexes like any other.
+ADDED_XACT = Cast(
+    Cast(models.Func(function="pg_current_xact_id", output_field=models.TextField()), models.TextField()),
+    models.BigIntegerField(),
+)
 
 
 class Post(models.Model):
@@ -11,9 +19,19 @@ class Post(models.Model):
     )
     content = models.TextField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The id of the transaction that wrote the post (pg_current_xact_id()), set by the
+    # database. Streams order new posts by it: every post of a transaction below the oldest
+    # one still running has committed, so "added after X" is exact, which ids in commit
+    # order are not (streams.selectors). Null for posts written before the column existed.
+    added = models.BigIntegerField(null=True, editable=False, db_default=ADDED_XACT)
 
     class Meta:
-        indexes = [models.Index(fields=["author", "-id"], name="post_author_newest")]
+        indexes = [
+            models.Index(fields=["author", "-id"], name="post_author_newest"),
+            # A stream's window of new posts, and a returning stream's posts by followee.
+            models.Index(fields=["added"], name="post_added"),
+            models.Index(fields=["author", "added"], name="post_author_added"),
+        ]
         constraints = [
             models.CheckConstraint(condition=~models.Q(content=""), name="post_content_not_empty"),
         ]

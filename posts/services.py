@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import metrics
+from posts.announce import post_announce_on_commit, post_delete_announce_on_commit
 from posts.models import Post, PostRequest
 from posts.serializers import post_json
 
@@ -23,6 +24,7 @@ def post_create(*, author: AbstractBaseUser, content: str) -> Post:
     post = Post(author=author, content=content)
     post.save(force_insert=True)
     transaction.on_commit(metrics.POSTS_CREATED.inc)
+    post_announce_on_commit(post)
     return post
 
 
@@ -109,3 +111,4 @@ def post_delete(*, post_id: int, actor: AbstractBaseUser) -> None:
     if post.author_id != actor.pk:
         raise NotAuthor(post_id)
     post.delete()
+    post_delete_announce_on_commit(post_id=post_id, author_id=actor.pk)

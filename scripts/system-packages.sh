@@ -12,8 +12,8 @@ set -euo pipefail
 case "${1:-}" in
   # chromium for the browser tests, promtool (in prometheus) for the checks of the alert rules
   # and the Prometheus config, wrk for the benchmark smoke run, curl for the README's first
-  # session as the fresh-clone test runs it.
-  test) needs=(chromium:chromium promtool:prometheus wrk:wrk curl:curl) ;;
+  # session as the fresh-clone test runs it, nginx for the check of the reverse proxy's config.
+  test) needs=(chromium:chromium promtool:prometheus wrk:wrk curl:curl nginx:nginx) ;;
   *) echo "usage: $0 test" >&2; exit 2 ;;
 esac
 

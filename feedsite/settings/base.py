@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "feeds",
     "consumers",
     "web",
+    "streams",
     # Development tooling (seed_demo); nothing in the apps above imports it.
     "devtools",
 ]
@@ -474,6 +475,37 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # In debug mode serve static files from the apps, without collectstatic.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Live streams (GET /feeds/{id}/stream, the stream process) -----------------------------
+
+# Port of the stream process (make run-stream, make run). Default: 8001.
+STREAM_PORT = env.int("STREAM_PORT", default=8001)
+# Port on which run_stream's process serves its Prometheus metrics (0 disables). Default: 9103.
+STREAM_METRICS_PORT = env.int("STREAM_METRICS_PORT", default=9103)
+# Port the web timeline opens its stream on, at the page's own host (0: the page's own origin,
+# as behind the reverse proxy of docker-compose). Default: 0.
+STREAM_BROWSER_PORT = env.int("STREAM_BROWSER_PORT", default=0)
+# Comma-separated origins of pages that may open streams with their cookies from another
+# port or host (CORS), e.g. http://localhost:8000. Default: none.
+STREAM_ALLOWED_ORIGINS = env.list("STREAM_ALLOWED_ORIGINS", default=[])
+# Redis URL of the channel on which posts are announced to stream processes. Default: REDIS_URL.
+STREAM_REDIS_URL = env.str("STREAM_REDIS_URL", default=REDIS_URL)
+# Open streams per user in one stream process; one more is a 429. Default: 4.
+STREAM_MAX_PER_USER = env.int("STREAM_MAX_PER_USER", default=4)
+# Open streams per client address in one stream process (0: no limit); one more is a 429. Default: 32.
+STREAM_MAX_PER_ADDRESS = env.int("STREAM_MAX_PER_ADDRESS", default=32)
+# Seconds a refused stream is told to wait (Retry-After). Default: 15.
+STREAM_RETRY_AFTER_SECONDS = env.int("STREAM_RETRY_AFTER_SECONDS", default=15)
+# Seconds between heartbeats (a comment line) on an idle stream. Default: 15.
+STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=15.0)
+# Seconds between reads of new posts when no announcement comes (Redis down). Default: 2.
+STREAM_POLL_SECONDS = env.float("STREAM_POLL_SECONDS", default=2.0)
+# Seconds between checks that open streams' tokens, sessions and users still hold. Default: 1.
+STREAM_AUTH_CHECK_SECONDS = env.float("STREAM_AUTH_CHECK_SECONDS", default=1.0)
+# Posts a returning stream is sent at most; further behind, it gets a reset event. Default: 500.
+STREAM_REPLAY_LIMIT = env.int("STREAM_REPLAY_LIMIT", default=500)
+# Events queued to one stream that its client has not read; one more ends it. Default: 1000.
+STREAM_QUEUE_SIZE = env.int("STREAM_QUEUE_SIZE", default=1000)
 
 # --- Metrics -----------------------------------------------------------------------------
 

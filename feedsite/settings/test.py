@@ -12,6 +12,7 @@ TEST_ENV_DEFAULTS = {
     "CACHE_KEY_PREFIX": "feedsite-test",
     "FANOUT_GROUP_ID": "test-feed-fanout",
     "FANOUT_METRICS_PORT": "0",
+    "STREAM_METRICS_PORT": "0",
     "FANOUT_SESSION_TIMEOUT_MS": "6000",
     # The suite talks plain HTTP to the API and its servers.
     "DJANGO_SECURE_SSL_REDIRECT": "false",

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 CORE = "core"
 EVENT_BUS = "eventbus"
 COMPOSITION_ROOT = "feedsite"
-FEATURES = {"posts", "follows", "feeds", "consumers", "web"}
+FEATURES = {"posts", "follows", "feeds", "consumers", "web", "streams"}
 # The code that ships: the shared library, the apps and the composition root.
 PRODUCTION = {CORE, EVENT_BUS, *FEATURES, COMPOSITION_ROOT}
 DEVTOOLS = "devtools"

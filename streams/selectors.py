@@ -1,0 +1,138 @@
+"""What a home-feed stream reads: the new posts of a window of transactions, a returning
+client's posts since its position, the posts' JSON, and whether credentials still hold.
+
+New posts are ordered by ``Post.added``, the id of the transaction that wrote them, not by
+post id: ids are drawn before commit, so a post with a lower id can commit after one with
+a higher id has been sent. ``pg_current_snapshot()``'s xmin is the oldest transaction still
+running; every post of a transaction below it has committed or never will. So a window
+[low, xmin) is final once read, and the windows read one after the other cover every post
+exactly once, whatever the commit order.
+"""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from follows.models import Follow
+from follows.selectors import feed_shows_sql
+from posts.models import Post
+from posts.serializers import post_json
+from streams.positions import Position
+
+User = get_user_model()
+
+_SHOWN = feed_shows_sql("f.follower_id", "n.author_id")
+_SHOWN_FOLLOWEE = feed_shows_sql("f.follower_id", "f.followee_id", per_row=True)
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """``low``: every transaction below it has ended; ``high``: none at or above it has begun."""
+
+    low: int
+    high: int
+
+
+def stream_horizon() -> Horizon:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+            " FROM pg_current_snapshot() AS s"
+        )
+        low, high = cursor.fetchone()
+    return Horizon(low=low, high=high)
+
+
+def stream_window(*, low: int, below: int, user_ids: list[int]) -> list[tuple[int, int, int]]:
+    """(added, post id, reader) for the posts added in [low, below) that reach the home feeds
+    of ``user_ids``: their own and their followees' that they do not hide, in the order
+    they were added. Read ``below`` from stream_horizon() first, in another statement."""
+    if not user_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH n AS MATERIALIZED ("
+            f"  SELECT id, author_id, added FROM {Post._meta.db_table}"
+            "   WHERE added >= %(low)s AND added < %(below)s"
+            ") SELECT n.added, n.id, f.follower_id FROM n"
+            f" JOIN {Follow._meta.db_table} AS f ON f.followee_id = n.author_id"
+            f" WHERE f.follower_id = ANY(%(users)s) AND {_SHOWN}"
+            " UNION ALL SELECT n.added, n.id, n.author_id FROM n WHERE n.author_id = ANY(%(users)s)"
+            " ORDER BY 1, 2",
+            {"low": low, "below": below, "users": user_ids},
+        )
+        return cursor.fetchall()
+
+
+def stream_replay(*, user_id: int, after: Position, below: int, limit: int) -> list[tuple[int, int]]:
+    """(added, post id) of up to ``limit`` posts of the user's home feed after ``after`` and
+    added below ``below``, in the order they were added: one short scan of
+    post_author_added per followee, as history is pulled."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT x.added, x.id FROM ("
+            "  SELECT %(user)s::bigint AS author_id"
+            f"  UNION ALL SELECT f.followee_id FROM {Follow._meta.db_table} AS f"
+            f"  WHERE f.follower_id = %(user)s AND {_SHOWN_FOLLOWEE}"
+            ") AS a CROSS JOIN LATERAL ("
+            f"  SELECT p.added, p.id FROM {Post._meta.db_table} AS p"
+            "   WHERE p.author_id = a.author_id AND p.added >= %(added)s AND p.added < %(below)s"
+            "   AND (p.added, p.id) > (%(added)s, %(post)s)"
+            "   ORDER BY p.added, p.id LIMIT %(limit)s"
+            ") AS x ORDER BY x.added, x.id LIMIT %(limit)s",
+            {"user": user_id, "added": after.added, "post": after.post_id, "below": below, "limit": limit},
+        )
+        return cursor.fetchall()
+
+
+def stream_followers_among(*, author_id: int, user_ids: list[int]) -> list[int]:
+    """Which of ``user_ids`` have the author's posts in their home feed: the author and the
+    followers (a deleted post's ``delete`` event goes to them)."""
+    followers = Follow.objects.filter(followee_id=author_id, follower_id__in=user_ids).values_list(
+        "follower_id", flat=True
+    )
+    return [*({author_id} & set(user_ids)), *followers]
+
+
+def stream_posts_json(post_ids: list[int]) -> dict[int, dict]:
+    """The posts as the feed shows them (``post_json``), by id; deleted ones are left out."""
+    posts = (
+        Post.objects.filter(pk__in=post_ids)
+        .select_related("author")
+        .only("id", "author_id", "content", "created_at", "author__username")
+    )
+    return {post.pk: post_json(post) for post in posts}
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the open streams' credentials are now: each user's (active, password hash), and
+    which of the tokens and sessions still exist."""
+
+    users: dict[int, tuple[bool, str]]
+    tokens: set[str]
+    sessions: set[str]
+
+
+def stream_credentials(*, user_ids: set[int], tokens: set[str], sessions: set[str]) -> Standing:
+    users = {
+        pk: (active, password)
+        for pk, active, password in User.objects.filter(pk__in=user_ids).values_list(
+            "pk", "is_active", "password"
+        )
+    }
+    live_tokens = set(Token.objects.filter(key__in=tokens).values_list("key", flat=True)) if tokens else set()
+    live_sessions = (
+        set(
+            Session.objects.filter(session_key__in=sessions, expire_date__gt=timezone.now()).values_list(
+                "session_key", flat=True
+            )
+        )
+        if sessions
+        else set()
+    )
+    return Standing(users=users, tokens=live_tokens, sessions=live_sessions)
