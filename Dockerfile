@@ -17,5 +17,5 @@ RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --no-input -v 0 
 USER app
 
 # The API, and the metrics of the fan-out worker and of the relay.
-EXPOSE 8000 9101 9102
+EXPOSE 8000 8001 9101 9102 9103
 CMD ["python", "-m", "gunicorn", "-c", "feedsite/gunicorn.conf.py"]

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ENV_FILE := .env
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-api run-fanout run-processor run-relay migrate topics dlq demo rebuild-feeds infra chaos soak bench test test-fast test-packages lint venv clean
+.PHONY: help run run-api run-fanout run-processor run-relay run-stream migrate topics dlq demo rebuild-feeds infra chaos soak bench test test-fast test-packages lint venv clean
 
 ## help: list the targets with what each does (what `make` alone does)
 help:
@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 $(ENV_FILE): | $(STAMP)
 	$(PY) scripts/devstack.py env-file
 
-## run: database, dev broker (if none answers), topics, API, fan-out worker and relay, in the foreground
+## run: database, dev broker (if none answers), topics, API, fan-out worker, relay and stream process, in the foreground
 run: $(STAMP) $(ENV_FILE)
 	$(PY) scripts/devstack.py run
 
@@ -43,6 +43,10 @@ run-fanout run-processor: $(STAMP) $(ENV_FILE)
 ## run-relay: only the outbox relay, as make run starts it
 run-relay: $(STAMP) $(ENV_FILE)
 	$(PY) scripts/devstack.py relay
+
+## run-stream: only the stream process (GET /feeds/{id}/stream) under uvicorn on STREAM_PORT, as make run starts it
+run-stream: $(STAMP) $(ENV_FILE)
+	$(PY) scripts/devstack.py stream
 
 ## migrate: create the database if needed, apply migrations and collect static files
 migrate: $(STAMP) $(ENV_FILE)

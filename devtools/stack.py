@@ -22,6 +22,7 @@ COMMANDS = {
     "api": [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "feedsite" / "gunicorn.conf.py")],
     "fanout": [sys.executable, str(ROOT / "manage.py"), "run_fanout"],
     "relay": [sys.executable, str(ROOT / "manage.py"), "run_outbox_relay"],
+    "stream": [sys.executable, str(ROOT / "manage.py"), "run_stream"],
 }
 # Seconds a process has between SIGTERM and SIGKILL when the stack stops.
 STOP_TIMEOUT = 30.0
@@ -220,11 +221,16 @@ def devstack_fanout_workers(environ: Mapping[str, str]) -> list[tuple[str, dict[
 
 
 def devstack_process_env(name: str, environ: Mapping[str, str], *, run_dir: Path = RUN_DIR) -> dict[str, str]:
-    """The environment of one process of ``make run`` (``api``, ``fanout`` or ``relay``),
+    """The environment of one process of ``make run`` (``api``, ``fanout``, ``relay`` or ``stream``),
     from ``environ``, which wins over make run's defaults."""
     env = {**DEVSTACK_ENV, **environ}
     if name == "api":
         env.update(api_metrics_env(run_dir))
+    # The web timeline, served by the API, opens its stream on the stream process's port at
+    # the page's own host, with its session cookie: the stream process lets those pages in.
+    api_port, stream_port = env.get("PORT", "8000"), env.get("STREAM_PORT", "8001")
+    env.setdefault("STREAM_BROWSER_PORT", stream_port)
+    env.setdefault("STREAM_ALLOWED_ORIGINS", f"http://localhost:{api_port},http://127.0.0.1:{api_port}")
     return env
 
 
@@ -274,10 +280,14 @@ def devstack_run() -> int:
         for name, extra_env in workers:
             stack.start(name, command=COMMANDS["fanout"], **extra_env)
         stack.start("relay")
+        stack.start("stream")
         ports = ", ".join(env["FANOUT_METRICS_PORT"] for _, env in workers)
         devstack_log(f"{len(workers)} fan-out worker(s), metrics on port(s) {ports}")
         port = os.environ.get("PORT", "8000")
-        devstack_log(f"serving the API on http://{os.environ.get('HOST', '127.0.0.1')}:{port}; Ctrl-C stops")
+        host = os.environ.get("HOST", "127.0.0.1")
+        stream_port = os.environ.get("STREAM_PORT", "8001")
+        devstack_log(f"streams on http://{host}:{stream_port}/feeds/{{id}}/stream")
+        devstack_log(f"serving the API on http://{host}:{port}; Ctrl-C stops")
         while not stopping:
             if (name := stack.exited()) is not None:
                 devstack_log(f"{name} exited with status {stack.processes[name].returncode}; stopping")

@@ -1,10 +1,11 @@
 """Run the whole feed system locally in the foreground: ``make run``.
 
 Creates and migrates the database, starts the dev broker when nothing answers at
-KAFKA_BOOTSTRAP_SERVERS, creates the topics, then runs gunicorn, the fan-out worker and
-the outbox relay until Ctrl-C or SIGTERM, which stops them all. ``migrate`` only creates
-and migrates the database (``make migrate``); ``api``, ``fanout`` and ``relay`` run one of
-the three as ``make run`` does (``make run-api``, ``run-fanout``, ``run-relay``);
+KAFKA_BOOTSTRAP_SERVERS, creates the topics, then runs gunicorn, the fan-out worker, the
+outbox relay and the stream process until Ctrl-C or SIGTERM, which stops them all.
+``migrate`` only creates and migrates the database (``make migrate``); ``api``, ``fanout``,
+``relay`` and ``stream`` run one of the four as ``make run`` does (``make run-api``,
+``run-fanout``, ``run-relay``, ``run-stream``);
 ``env-file`` creates the local settings file ``.env`` unless it exists. The work is done
 by ``devtools.stack``.
 """

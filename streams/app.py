@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
+from core.process import metrics_serve
 from streams.credentials import credential_of
 from streams.hub import CLOSE, Hub, Refused, _db
 from streams.positions import InvalidPosition, position_decode
@@ -53,10 +54,7 @@ class StreamApp:
                 except Exception as error:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
-                if settings.STREAM_METRICS_PORT:
-                    from prometheus_client import start_http_server
-
-                    start_http_server(settings.STREAM_METRICS_PORT)
+                metrics_serve(settings.STREAM_METRICS_PORT)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.hub.stop()

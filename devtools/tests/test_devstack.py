@@ -63,7 +63,7 @@ def test_an_earlier_checkouts_key_moves_into_the_env_file(tmp_path):
     assert f"DJANGO_SECRET_KEY=kept-from-before-{'x' * 40}\n" in (tmp_path / ".env").read_text()
 
 
-@pytest.mark.parametrize("name", ["api", "fanout", "relay"])
+@pytest.mark.parametrize("name", ["api", "fanout", "relay", "stream"])
 def test_each_process_gets_the_environment_it_has_under_make_run(name, tmp_path):
     env = stack.devstack_process_env(name, {"PATH": "/usr/bin"}, run_dir=tmp_path)
 
@@ -74,6 +74,9 @@ def test_each_process_gets_the_environment_it_has_under_make_run(name, tmp_path)
         assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "prometheus")
     else:
         assert "PROMETHEUS_MULTIPROC_DIR" not in env
+    # The timeline's page (on the API's port) opens its stream on the stream process's.
+    assert env["STREAM_BROWSER_PORT"] == "8001"
+    assert env["STREAM_ALLOWED_ORIGINS"] == "http://localhost:8000,http://127.0.0.1:8000"
 
 
 def test_make_run_starts_fanout_workers_each_on_its_own_metrics_port():
@@ -124,7 +127,13 @@ def test_every_target_has_a_one_line_description():
 
 @pytest.mark.parametrize(
     ("target", "action"),
-    [("run-api", "api"), ("run-fanout", "fanout"), ("run-processor", "fanout"), ("run-relay", "relay")],
+    [
+        ("run-api", "api"),
+        ("run-fanout", "fanout"),
+        ("run-processor", "fanout"),
+        ("run-relay", "relay"),
+        ("run-stream", "stream"),
+    ],
 )
 def test_the_single_process_targets_start_their_part_of_make_run(target, action):
     result = make("--dry-run", "--always-make", target)
@@ -150,7 +159,7 @@ def test_make_demo_prints_the_port_the_api_runs_on(monkeypatch):
 # --- The Debian packages make test uses ---------------------------------------------------
 
 PACKAGES_SCRIPT = ROOT / "scripts" / "system-packages.sh"
-TEST_COMMANDS = ("chromium", "promtool", "wrk", "curl")
+TEST_COMMANDS = ("chromium", "promtool", "wrk", "curl", "nginx")
 
 
 def path_with(tmp_path, commands) -> str:
@@ -199,6 +208,6 @@ def test_a_missing_package_it_cannot_install_stops_with_one_line_naming_it_and_i
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "make test needs the Debian packages prometheus wrk: "
-        "install them with sudo apt-get install -y prometheus wrk"
+        "make test needs the Debian packages prometheus wrk nginx: "
+        "install them with sudo apt-get install -y prometheus wrk nginx"
     ]

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -95,7 +97,7 @@ def test_apps_reach_the_services_as_compose_defines_them(services):
         listener.split("://") for listener in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     )
     postgres_env = env_of(services["postgres"])
-    for name in ("api", "fanout", "relay", "init"):
+    for name in ("api", "fanout", "relay", "stream", "init"):
         env = env_of(services[name])
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == advertised["INTERNAL"], name
         db = urlsplit(env["DATABASE_URL"])
@@ -109,7 +111,7 @@ def test_apps_reach_the_services_as_compose_defines_them(services):
 
 def test_every_app_variable_is_a_setting_the_code_reads(services):
     known = settings_env_names()
-    for name in ("api", "fanout", "relay", "init"):
+    for name in ("api", "fanout", "relay", "stream", "init"):
         unknown = set(env_of(services[name])) - known
         assert not unknown, f"{name} sets variables nothing reads: {unknown}"
 
@@ -119,8 +121,15 @@ def test_commands_ports_and_scrape_targets_agree(services):
     assert "gunicorn" in services["api"]["command"]
     assert services["fanout"]["command"][-2:] == ["manage.py", "run_fanout"]
     assert services["relay"]["command"][-2:] == ["manage.py", "run_outbox_relay"]
-    assert f"127.0.0.1:{api_env['PORT']}:{api_env['PORT']}" in services["api"]["ports"]
+    # Only the proxy is published; the API and the stream process are reached through it.
+    assert "ports" not in services["api"]
+    assert "ports" not in services["stream"]
+    assert services["proxy"]["ports"] == [f"127.0.0.1:{api_env['PORT']}:{PROXY_PORT}"]
     assert api_env["HOST"] == "0.0.0.0"
+    stream_env = env_of(services["stream"])
+    assert services["stream"]["command"][-4:] == ["manage.py", "run_stream", "--host", "0.0.0.0"]
+    assert api_env["TRUSTED_PROXY_COUNT"] == stream_env["TRUSTED_PROXY_COUNT"] == "1"
+    assert api_env["STREAM_BROWSER_PORT"] == "0"  # the page's own origin: the proxy
     assert fanout_env["METRICS_HOST"] == "0.0.0.0"
     assert "PROMETHEUS_MULTIPROC_DIR" in api_env
 
@@ -130,6 +139,8 @@ def test_commands_ports_and_scrape_targets_agree(services):
     relay_env = env_of(services["relay"])
     assert targets["relay"] == [f"relay:{relay_env['OUTBOX_RELAY_METRICS_PORT']}"]
     assert relay_env["METRICS_HOST"] == "0.0.0.0"
+    assert targets["stream"] == [f"stream:{stream_env['STREAM_METRICS_PORT']}"]
+    assert stream_env["METRICS_HOST"] == "0.0.0.0"
 
 
 def scrape_targets(services: dict) -> dict[str, list[str]]:
@@ -176,7 +187,7 @@ def test_prometheus_in_compose_may_scrape_the_api(services):
         assert any(pool.subnet_of(network) for network in allowed if network.version == 4), pool
     assert ipaddress.ip_network("127.0.0.1/32") in allowed
     assert not any(ipaddress.ip_address("8.8.8.8") in network for network in allowed)
-    assert all(port.startswith("127.0.0.1:") for port in services["api"]["ports"])
+    assert all(port.startswith("127.0.0.1:") for port in services["proxy"]["ports"])
 
 
 def test_the_app_environment_loads_as_settings(services, tmp_path):
@@ -253,15 +264,16 @@ def test_the_image_exposes_every_port_compose_maps_or_prometheus_scrapes_on_it(c
     services = image_services(compose)
     assert {"api", "fanout", "relay"} <= set(services)
 
-    mapped = {int(str(p).rsplit(":", 1)[-1]) for s in services.values() for p in s.get("ports", [])}
+    # The ports the proxy passes requests to.
+    mapped = {int(port) for _, port in re.findall(r"set \$\w+ (\w+):(\d+);", NGINX_CONF.read_text())}
     scraped = {
         int(target.rsplit(":", 1)[1])
         for targets in scrape_targets(compose["services"]).values()
         for target in targets
         if target.rsplit(":", 1)[0] in services
     }
-    assert 8000 in mapped
-    assert scraped == {8000, 9101, 9102}
+    assert mapped == {8000, 8001}
+    assert scraped == {8000, 9101, 9102, 9103}
     assert mapped | scraped <= exposed, f"not exposed: {sorted((mapped | scraped) - exposed)}"
 
 
@@ -270,3 +282,55 @@ def test_the_image_holds_no_local_settings_file():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored
     assert "COPY . ." in (ROOT / "Dockerfile").read_text()
+
+
+# --- The reverse proxy ----------------------------------------------------------------------
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+# The port the proxy listens on inside its container.
+PROXY_PORT = 8000
+
+
+def nginx_check(conf: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``nginx -t`` on ``conf``, with its pid file and temporary files under ``tmp_path``."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is missing: install Debian's nginx package", pytrace=False)
+    return subprocess.run(
+        [nginx, "-t", "-q", "-c", str(conf), "-p", str(tmp_path), "-g", f"pid {tmp_path}/nginx.pid;"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_nginx_accepts_the_proxy_config(tmp_path):
+    result = nginx_check(NGINX_CONF, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_nginx_refuses_a_broken_proxy_config(tmp_path):
+    broken = tmp_path / "nginx.conf"
+    broken.write_text(NGINX_CONF.read_text().replace("proxy_buffering off;", "proxy_buffering sometimes;"))
+    result = nginx_check(broken, tmp_path)
+    assert result.returncode != 0
+    assert "proxy_buffering" in result.stderr
+
+
+def test_the_proxy_routes_streams_unbuffered_and_the_rest_to_the_api(services):
+    text = NGINX_CONF.read_text()
+    locations = dict(re.findall(r"location ([^{]+?) \{(.*?)\n        \}", text, re.DOTALL))
+    stream_pattern = next(key for key in locations if key.startswith("~"))
+    regex = re.compile(stream_pattern.removeprefix("~").strip())
+    assert regex.search("/feeds/42/stream")
+    assert not regex.search("/feeds/42")
+    assert not regex.search("/feeds/42/stream/x")
+    stream = locations[stream_pattern]
+    assert f"stream:{env_of(services['stream'])['STREAM_PORT']}" in stream
+    assert "proxy_buffering off;" in stream
+    # Longer than a heartbeat's interval: an idle stream is never cut by the proxy.
+    read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", stream).group(1))
+    assert read_timeout > float(settings.STREAM_HEARTBEAT_SECONDS) * 2
+    assert f"api:{env_of(services['api'])['PORT']}" in locations["/"]
+    assert "return 404;" in locations["= /metrics"]
+    assert re.search(rf"listen {PROXY_PORT};", text)
