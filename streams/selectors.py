@@ -47,6 +47,13 @@ def stream_horizon() -> Horizon:
     return Horizon(low=low, high=high)
 
 
+def stream_start() -> Position:
+    """A position before every post whose transaction has not ended yet: a page read after
+    this, opening its stream with it (``since``), misses nothing written meanwhile (it may
+    be sent a post the page already shows, which it knows by id)."""
+    return Position(stream_horizon().low, 0)
+
+
 def stream_window(*, low: int, below: int, user_ids: list[int]) -> list[tuple[int, int, int]]:
     """(added, post id, reader) for the posts added in [low, below) that reach the home feeds
     of ``user_ids``: their own and their followees' that they do not hide, in the order

@@ -68,6 +68,8 @@ from posts.services import (
     post_create_once,
     post_delete,
 )
+from streams.positions import position_encode
+from streams.selectors import stream_start
 from web.selectors import timeline_new_count, timeline_page
 
 logger = logging.getLogger(__name__)
@@ -222,6 +224,8 @@ def timeline(request: HttpRequest) -> HttpResponse:
         _rate_take("feeds", f"user:{request.user.pk}")
     except Refused as refused:
         return _refused(request, refused)
+    # Before the page is read: the stream then brings every post written from here on.
+    since = position_encode(stream_start()) if before is None else ""
     posts, has_more = timeline_page(user_id=request.user.pk, before_post_id=before)
     marker = marker_get(user_id=request.user.pk)
     return _page(
@@ -240,6 +244,8 @@ def timeline(request: HttpRequest) -> HttpResponse:
             "error": error,
             "post_max_length": settings.POST_MAX_LENGTH,
             "poll_seconds": settings.WEB_NEW_POSTS_POLL_SECONDS,
+            "stream_since": since,
+            "stream_port": settings.STREAM_BROWSER_PORT,
         },
         status=status,
         retry_after=retry_after,

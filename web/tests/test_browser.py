@@ -232,3 +232,40 @@ def test_the_timeline_marks_where_the_reader_left_off_and_moves_the_marker(
         seconds=15,
     )
     assert marker_get(user_id=ada.pk).version == 2
+
+
+@pytest.fixture
+def stream_for_pages(browser_server, settings, tmp_path):
+    """The stream process on its own port, letting in the pages of ``browser_server``, which
+    open their stream there (STREAM_BROWSER_PORT), as under make run."""
+    from devtools.processes import stop_process
+    from streams.tests.sse import stream_process
+
+    base, process = stream_process(tmp_path / "stream.log", STREAM_ALLOWED_ORIGINS=browser_server)
+    settings.STREAM_BROWSER_PORT = int(base.rsplit(":", 1)[1])
+    yield base
+    stop_process(process)
+
+
+def test_a_post_by_someone_followed_is_announced_live_and_shown_on_click(
+    page: Page, browser_server: str, stream_for_pages: str, make_user
+) -> None:
+    author = make_user("grace")
+    sign_up(page, browser_server, "ada")
+    ada = User.objects.get(username="ada")
+    Follow.objects.create(follower=ada, followee=author)
+    streamed = []
+    page.on("request", lambda request: streamed.append(request.url) if "/stream" in request.url else None)
+    page.goto(f"{browser_server}/")
+    # The page asked for its stream; a post written before the stream process registers it
+    # is sent all the same, from the position the page was rendered at.
+    until(lambda: bool(streamed), step=lambda: page.wait_for_timeout(100), seconds=10)
+    post_create(author=author, content="written while ada reads")
+
+    announcement = page.get_by_role("link", name="1 new post: show")
+    expect(announcement).to_be_visible(timeout=10_000)
+    # Announced, never inserted under the reader's eyes.
+    expect(page.get_by_text("written while ada reads")).to_have_count(0)
+    assert stream_for_pages.rsplit(":", 1)[1] in streamed[0]
+    announcement.click()
+    expect(page.get_by_text("written while ada reads")).to_be_visible()
