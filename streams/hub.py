@@ -69,6 +69,7 @@ class Stream:
         except asyncio.QueueFull:
             # A client that does not read: it is ended, and resumes from its position.
             logger.info("stream of user %s ended: %s frames unread", self.user_id, self.queue.qsize())
+            metrics.STREAMS_ENDED.labels("unread").inc()
             self.end()
 
     def end(self) -> None:

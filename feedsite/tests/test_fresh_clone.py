@@ -166,6 +166,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
         "PORT": str(free_port()),
         "FANOUT_METRICS_PORT": str(free_port()),
         "OUTBOX_RELAY_METRICS_PORT": str(free_port()),
+        "STREAM_PORT": str(free_port()),
+        "STREAM_METRICS_PORT": str(free_port()),
     }
     try:
         yield Clone(path=path, env=env, logs=tmp_path_factory.mktemp("clone-logs"))
@@ -230,6 +232,9 @@ def test_a_newcomer_follows_the_readme_from_make_run_to_the_admin(clone):
     stack = clone.start("make run", "run")
     try:
         wait_for(lambda: ready(stack, f"{clone.api}/readyz", clone.log("run")), timeout=150, what="make run")
+        # The stream process runs beside the API, on STREAM_PORT.
+        stream = f"http://127.0.0.1:{clone.env['STREAM_PORT']}"
+        wait_for(lambda: ready(stack, f"{stream}/healthz", clone.log("run")), timeout=60, what="the stream")
         readme_walk(clone)
     finally:
         group_stop(stack, signal.SIGINT)
