@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ENV_FILE := .env
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-api run-fanout run-processor run-relay run-stream migrate topics dlq demo rebuild-feeds infra chaos soak bench test test-fast test-packages lint venv clean
+.PHONY: help run run-api run-fanout run-processor run-relay run-stream migrate topics dlq demo rebuild-feeds infra chaos soak bench bench-stream test test-fast test-packages lint venv clean
 
 ## help: list the targets with what each does (what `make` alone does)
 help:
@@ -89,6 +89,10 @@ soak: $(STAMP)
 ## bench: seed a graph, run the stack with production settings, measure; writes BENCHMARKS.md
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+## bench-stream: BENCH_STREAMS (2000) open streams, one post to all of them; writes its section of BENCHMARKS.md
+bench-stream: $(STAMP)
+	$(PY) scripts/bench_stream.py
 
 ## test: the whole suite against the real PostgreSQL, Redis and a dev broker (installs the Debian packages it uses)
 test: $(STAMP) test-packages

@@ -10,8 +10,8 @@ A ``Hub`` holds every open stream of the process, by user. Three tasks keep it g
   streams. It also runs every STREAM_POLL_SECONDS without being woken, so delivery never
   depends on Redis, only its speed does;
 - the *warden*: every STREAM_AUTH_CHECK_SECONDS, looks up all open streams' credentials in
-  three queries and ends those whose token or session was deleted, or whose user was
-  deactivated or changed password.
+  one statement that returns only those that no longer hold, and ends the streams whose
+  token or session was deleted, or whose user was deactivated or changed password.
 
 A stream that opens with a position is first sent what it missed (``open``), under the
 lock the pump reads under, so nothing falls between the replay and the live posts.
@@ -294,10 +294,17 @@ class Hub:
 
     async def _advance(self) -> None:
         horizon = await _db(selectors.stream_horizon)
+        if self.announced >= horizon.high:
+            # No transaction of this database: an announcement from another one sharing
+            # the channel. Forgotten, so that the pump does not keep reading for it.
+            self.announced = 0
         if horizon.low <= self.low:
             return
         users = list(self.streams)
         rows = await _db(selectors.stream_window, low=self.low, below=horizon.low, user_ids=users)
+        post_ids = sorted({post_id for _, post_id, _ in rows})
+        posts = await _db(selectors.stream_posts_json, post_ids=post_ids) if rows else {}
+        # Only once the window is read whole: a database error above reads it again.
         self.low = horizon.low
         if len(self.committed_at) > 1000:
             # Announced posts no open stream was sent: forgotten after ten minutes.
@@ -305,7 +312,6 @@ class Hub:
             self.committed_at = {post: at for post, at in self.committed_at.items() if at > since}
         if not rows:
             return
-        posts = await _db(selectors.stream_posts_json, post_ids=sorted({post_id for _, post_id, _ in rows}))
         now = time.time()
         frames: dict[int, bytes] = {}
         for added, post_id, user_id in rows:
@@ -348,23 +354,23 @@ class Hub:
             if not streams:
                 continue
             try:
-                standing = await _db(
-                    selectors.stream_credentials,
-                    user_ids={s.user_id for s in streams} | {s.credential.user_id for s in streams},
+                revoked = await _db(
+                    selectors.stream_credentials_revoked,
                     tokens={s.credential.token for s in streams if s.credential.token},
                     sessions={s.credential.session for s in streams if s.credential.session},
+                    users={(s.credential.user_id, s.credential.password) for s in streams},
                 )
             except DatabaseError as error:
                 logger.warning("stream warden: database unavailable (%s)", error)
                 continue
+            if not (revoked.tokens or revoked.sessions or revoked.users):
+                continue
             for stream in streams:
                 credential = stream.credential
-                active, password = standing.users.get(credential.user_id, (False, ""))
-                held = active and password == credential.password
-                if credential.token is not None:
-                    held = held and credential.token in standing.tokens
-                else:
-                    held = held and credential.session in standing.sessions
-                if not held:
+                if (
+                    (credential.user_id, credential.password) in revoked.users
+                    or credential.token in revoked.tokens
+                    or credential.session in revoked.sessions
+                ):
                     metrics.STREAMS_ENDED.labels("revoked").inc()
                     self.close(stream)

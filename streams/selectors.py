@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.db import connection
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from follows.models import Follow
@@ -116,30 +115,43 @@ def stream_posts_json(post_ids: list[int]) -> dict[int, dict]:
 
 
 @dataclass(frozen=True)
-class Standing:
-    """What the open streams' credentials are now: each user's (active, password hash), and
-    which of the tokens and sessions still exist."""
+class Revoked:
+    """Of the credentials asked about: the tokens and sessions that no longer exist (or
+    expired), and the (user, password hash) pairs whose user is gone, inactive or has
+    another password now."""
 
-    users: dict[int, tuple[bool, str]]
     tokens: set[str]
     sessions: set[str]
+    users: set[tuple[int, str]]
 
 
-def stream_credentials(*, user_ids: set[int], tokens: set[str], sessions: set[str]) -> Standing:
-    users = {
-        pk: (active, password)
-        for pk, active, password in User.objects.filter(pk__in=user_ids).values_list(
-            "pk", "is_active", "password"
+def stream_credentials_revoked(
+    *, tokens: set[str], sessions: set[str], users: set[tuple[int, str]]
+) -> Revoked:
+    """One statement for every open stream of a process, returning only what no longer
+    holds: usually nothing, so the check costs little more than its round trip."""
+    user_ids, passwords = zip(*users, strict=True) if users else ((), ())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 't', k, NULL::bigint FROM unnest(%(tokens)s::text[]) AS k"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {Token._meta.db_table} AS t WHERE t.key = k)"
+            " UNION ALL SELECT 's', k, NULL FROM unnest(%(sessions)s::text[]) AS k"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {Session._meta.db_table} AS s"
+            "  WHERE s.session_key = k AND s.expire_date > now())"
+            " UNION ALL SELECT 'u', c.password, c.id FROM unnest(%(ids)s::bigint[], %(passwords)s::text[])"
+            " AS c (id, password)"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {User._meta.db_table} AS u"
+            "  WHERE u.id = c.id AND u.is_active AND u.password = c.password)",
+            {
+                "tokens": list(tokens),
+                "sessions": list(sessions),
+                "ids": list(user_ids),
+                "passwords": list(passwords),
+            },
         )
-    }
-    live_tokens = set(Token.objects.filter(key__in=tokens).values_list("key", flat=True)) if tokens else set()
-    live_sessions = (
-        set(
-            Session.objects.filter(session_key__in=sessions, expire_date__gt=timezone.now()).values_list(
-                "session_key", flat=True
-            )
-        )
-        if sessions
-        else set()
+        rows = cursor.fetchall()
+    return Revoked(
+        tokens={key for kind, key, _ in rows if kind == "t"},
+        sessions={key for kind, key, _ in rows if kind == "s"},
+        users={(user_id, password) for kind, password, user_id in rows if kind == "u"},
     )
-    return Standing(users=users, tokens=live_tokens, sessions=live_sessions)

@@ -10,33 +10,41 @@ from devtools.processes import ROOT
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 START = "<!-- soak:start -->"
 END = "<!-- soak:end -->"
+# The sections other commands write (make soak, make bench-stream), which make bench keeps.
+KEPT = ("soak", "streams")
 
 
-def section_of(text: str) -> str | None:
-    """The soak section of a BENCHMARKS.md, its markers included; None if it has none."""
-    start = text.find(START)
-    end = text.find(END, start)
+def section_of(text: str, name: str = "soak") -> str | None:
+    """A BENCHMARKS.md's section ``name`` (the soak's by default), its markers included;
+    None if it has none."""
+    start_mark, end_mark = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start = text.find(start_mark)
+    end = text.find(end_mark, start)
     if start < 0 or end < 0:
         return None
-    return text[start : end + len(END)]
+    return text[start : end + len(end_mark)]
 
 
-def section_put(text: str, section: str) -> str:
-    """``text`` with its soak section replaced by ``section``, or ``section`` appended."""
-    old = section_of(text)
+def section_put(text: str, section: str, name: str = "soak") -> str:
+    """``text`` with its section ``name`` replaced by ``section``, or ``section`` appended."""
+    old = section_of(text, name)
     if old is not None:
         return text.replace(old, section, 1)
     return f"{text.rstrip()}\n\n{section}\n" if text.strip() else f"{section}\n"
 
 
 def soak_section_keep(text: str, *, old: str) -> str:
-    """A new BENCHMARKS.md, ``text``, with the soak section of the ``old`` one, if any."""
-    section = section_of(old)
-    return text if section is None else section_put(text, section)
+    """A new BENCHMARKS.md, ``text``, with the soak's and the streams' sections of the
+    ``old`` one, if any."""
+    for name in KEPT:
+        section = section_of(old, name)
+        if section is not None:
+            text = section_put(text, section, name)
+    return text
 
 
-def section_write(section: str, *, path: Path = BENCHMARKS) -> None:
-    path.write_text(section_put(path.read_text() if path.exists() else "", section))
+def section_write(section: str, *, path: Path = BENCHMARKS, name: str = "soak") -> None:
+    path.write_text(section_put(path.read_text() if path.exists() else "", section, name))
 
 
 def render(

@@ -1,6 +1,7 @@
 """`make bench` at a tiny size: every step runs and the table comes out. Speed is not
 asserted here; BENCHMARKS.md holds a real run."""
 
+import re
 import subprocess
 import sys
 import time
@@ -128,3 +129,21 @@ def test_the_cpu_meter_counts_a_process_and_its_children_from_proc():
     assert cores["tree"] * elapsed >= 0.25, cores
     assert cores["none"] == 0
     assert cores["machine"] * elapsed >= 0.25, cores
+
+
+def test_the_stream_benchmark_opens_its_streams_and_times_each_round():
+    result = smoke_run(
+        "bench_stream.py",
+        timeout=300,
+        BENCH_STREAM_DATABASE_URL="postgres://postgres@127.0.0.1:5432/feeds_bench_stream_smoke",
+        BENCH_STREAM_REDIS_URL="redis://127.0.0.1:6379/12",
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = result.stdout.split("<!-- streams:start -->", 1)[1]
+    assert "KiB per open stream" in section
+    rounds = [line for line in section.splitlines() if re.match(r"^\| [0-9] \|", line)]
+    assert len(rounds) == 5, section
+    for row in rounds:
+        # Every one of the 20 streams received every round's post.
+        assert row.split(" | ")[1] == "20", row

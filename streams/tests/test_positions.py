@@ -1,0 +1,29 @@
+import pytest
+
+from streams.positions import InvalidPosition, Position, position_decode, position_encode
+
+
+@pytest.mark.parametrize("position", [Position(0, 0), Position(824, 1), Position(10**17, 10**17)])
+def test_a_position_survives_its_round_trip(position):
+    assert position_decode(position_encode(position)) == position
+
+
+def test_positions_order_by_transaction_then_post():
+    assert Position(5, 900) < Position(6, 1) < Position(6, 2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "bogus",
+        "czE6",  # "s1:" and nothing
+        position_encode(Position(1, 2)).replace("c", "d", 1),  # another prefix
+        "cDE6MTIz",  # a page cursor ("p1:123")
+        "czE6LTEuMg",  # "s1:-1.2"
+        "czE6MS4y" + "A" * 80,  # too long
+    ],
+)
+def test_anything_not_issued_is_refused(text):
+    with pytest.raises(InvalidPosition):
+        position_decode(text)
