@@ -11,12 +11,12 @@ import gc
 import json
 import logging
 import re
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
+from django.http.cookie import parse_cookie
 
 from core.process import metrics_serve
 from streams.credentials import credential_of
@@ -30,6 +30,11 @@ _QUERY_KEYS = {"since"}
 # Asks EventSource to reconnect after this many milliseconds when a stream drops.
 _PREAMBLE = b"retry: 3000\n: open\n\n"
 _HEARTBEAT = b": heartbeat\n\n"
+# Django's session keys are lowercase letters and digits.
+_SESSION_KEY = re.compile(r"[a-z0-9]{8,64}")
+# Seconds one write to a client may wait for it to read: a client that stops reading is
+# dropped then, and its slot freed.
+SEND_TIMEOUT = 30
 
 
 def _user_exists(user_id: int) -> bool:
@@ -166,14 +171,20 @@ class StreamApp:
                 ),
             }
         )
-        await send({"type": "http.response.body", "body": _PREAMBLE, "more_body": True})
+
+        async def body(chunk: bytes) -> None:
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": chunk, "more_body": True}), SEND_TIMEOUT
+            )
+
+        await body(_PREAMBLE)
         watcher = asyncio.create_task(_until_disconnect(receive, stream))
         try:
             while True:
                 try:
                     item = await asyncio.wait_for(stream.queue.get(), settings.STREAM_HEARTBEAT_SECONDS)
                 except TimeoutError:
-                    await send({"type": "http.response.body", "body": _HEARTBEAT, "more_body": True})
+                    await body(_HEARTBEAT)
                     continue
                 chunks = []
                 while item is not CLOSE:
@@ -182,12 +193,12 @@ class StreamApp:
                         break
                     item = stream.queue.get_nowait()
                 if chunks:
-                    await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+                    await body(b"".join(chunks))
                 if item is CLOSE:
                     break
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the client went away mid-send
+        except (OSError, TimeoutError):
+            pass  # the client went away, or stopped reading
         finally:
             watcher.cancel()
 
@@ -217,14 +228,11 @@ async def _until_disconnect(receive, stream) -> None:
 
 
 def _session_key(headers: dict[str, str]) -> str | None:
+    """The session cookie's key, parsed as Django parses cookies (one it cannot read does
+    not hide the others); None unless it has a session key's form."""
     raw = headers.get("cookie")
-    if not raw:
-        return None
-    try:
-        morsel = SimpleCookie(raw).get(settings.SESSION_COOKIE_NAME)
-    except CookieError:
-        return None
-    return morsel.value if morsel is not None and len(morsel.value) <= 64 else None
+    key = parse_cookie(raw).get(settings.SESSION_COOKIE_NAME) if raw else None
+    return key if key and _SESSION_KEY.fullmatch(key) else None
 
 
 def _client_address(scope, headers: dict[str, str]) -> str:

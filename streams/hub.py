@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -39,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Queued to a stream to end it.
 CLOSE = object()
+# Posts the pump reads per statement: a window behind a long transaction is read in chunks.
+WINDOW_POSTS = 1000
 
 
 class Refused(Exception):
@@ -73,14 +74,14 @@ class Stream:
             self.end()
 
     def end(self) -> None:
+        """End the stream: the frames not sent yet are dropped, not only the oldest, so
+        that the client's last position is that of the last post it received, and a
+        revoked stream is sent nothing more."""
         if not self.ended:
             self.ended = True
-            while True:
-                try:
-                    self.queue.put_nowait(CLOSE)
-                    return
-                except asyncio.QueueFull:
-                    self.queue.get_nowait()
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(CLOSE)
 
 
 def frame(event: str, position: Position, data: dict) -> bytes:
@@ -101,8 +102,11 @@ async def _db(function, /, **kwargs):
 
 class Hub:
     def __init__(self) -> None:
-        self.streams: dict[int, set[Stream]] = defaultdict(set)
-        self.by_address: dict[str, int] = defaultdict(int)
+        # Open streams by the user whose feed they carry; counts of open streams by the
+        # user who opened them (staff may read another's feed) and by client address.
+        self.streams: dict[int, set[Stream]] = {}
+        self.by_owner: dict[int, int] = {}
+        self.by_address: dict[str, int] = {}
         # Every post added below ``low`` has been read and queued; None until started.
         self.low: int | None = None
         # The highest transaction announced over Redis: the pump reads again soon until
@@ -148,56 +152,94 @@ class Hub:
     ) -> Stream:
         """Register a stream of ``user_id``'s feed, queued first with what it missed after
         ``after`` (or with a ``reset`` event when that is more than STREAM_REPLAY_LIMIT
-        posts or cannot be replayed). Raises Refused beyond the limits or without the
-        database."""
-        if len(self.streams[user_id]) >= settings.STREAM_MAX_PER_USER:
+        posts or cannot be replayed). Raises Refused beyond the limits (counted for the
+        credential's user, and for the client address) or without the database."""
+        owner = credential.user_id
+        if self.by_owner.get(owner, 0) >= settings.STREAM_MAX_PER_USER:
             metrics.STREAMS_REFUSED.labels("user_limit").inc()
             raise Refused(429, "Too many open streams for this user.", settings.STREAM_RETRY_AFTER_SECONDS)
         limit = settings.STREAM_MAX_PER_ADDRESS
-        if limit and self.by_address[address] >= limit:
+        if limit and self.by_address.get(address, 0) >= limit:
             metrics.STREAMS_REFUSED.labels("address_limit").inc()
             raise Refused(
                 429, "Too many open streams from this address.", settings.STREAM_RETRY_AFTER_SECONDS
             )
+        # Taken before the first wait, so that opens racing one another count each other.
+        self._take(owner, address)
+        try:
+            stream = await self._open(credential=credential, user_id=user_id, address=address, after=after)
+        except DatabaseError:
+            self._release(owner, address)
+            metrics.STREAMS_REFUSED.labels("database").inc()
+            raise Refused(503, "The stream is unavailable; try again shortly.", 5) from None
+        except BaseException:
+            self._release(owner, address)
+            raise
+        metrics.STREAMS_OPEN.inc()
+        return stream
+
+    async def _open(
+        self, *, credential: Credential, user_id: int, address: str, after: Position | None
+    ) -> Stream:
+        replay = settings.STREAM_REPLAY_LIMIT
+        rows: list[tuple[int, int]] = []
+        reset = None
+        if after is not None:
+            # Most of the replay outside the lock, while the pump goes on; the rest, from
+            # where it ended to where the pump has got, under it.
+            horizon = await _db(selectors.stream_horizon)
+            if after > Position(horizon.high, 0):
+                reset = "unknown_position"  # a position this database never issued
+            else:
+                rows = await _db(
+                    selectors.stream_replay, user_id=user_id, after=after, below=self.low, limit=replay + 1
+                )
+                if len(rows) > replay:
+                    reset = "too_old"
         async with self.lock:
             low = self.low
-            start = Position(low, 0)
+            if reset is None and after is not None:
+                since = Position(*rows[-1]) if rows else after
+                rows += await _db(
+                    selectors.stream_replay,
+                    user_id=user_id,
+                    after=since,
+                    below=low,
+                    limit=replay + 1 - len(rows),
+                )
+                if len(rows) > replay:
+                    reset = "too_old"
             frames: list[bytes] = []
-            if after is not None:
-                replay = settings.STREAM_REPLAY_LIMIT
-                try:
-                    horizon = await _db(selectors.stream_horizon)
-                    rows = (
-                        await _db(
-                            selectors.stream_replay, user_id=user_id, after=after, below=low, limit=replay + 1
-                        )
-                        if after.added < horizon.high
-                        else None
-                    )
-                    posts = await _db(selectors.stream_posts_json, post_ids=[pid for _, pid in rows or []])
-                except DatabaseError:
-                    metrics.STREAMS_REFUSED.labels("database").inc()
-                    raise Refused(503, "The stream is unavailable; try again shortly.", 5) from None
-                if rows is None or len(rows) > replay:
-                    # Too far behind (or a position this database never issued): reload.
-                    reason = "too_old" if rows is not None else "unknown_position"
-                    frames.append(frame("reset", start, {"reason": reason}))
-                    metrics.STREAM_EVENTS_SENT.labels("reset").inc()
-                else:
-                    # The live posts the pump queues are added at or above ``low``, and
-                    # every row here below it: they follow on.
-                    start = Position(*rows[-1]) if rows else after
-                    for added, post_id in rows:
-                        if post_id in posts:
-                            frames.append(frame("post", Position(added, post_id), posts[post_id]))
-                    metrics.STREAM_EVENTS_SENT.labels("post").inc(len(frames))
+            if reset is not None:
+                start = Position(low, 0)
+                frames.append(frame("reset", start, {"reason": reset}))
+                metrics.STREAM_EVENTS_SENT.labels("reset").inc()
+            elif after is None:
+                start = Position(low, 0)
+            else:
+                # The live posts the pump queues are added at or above ``low``, and every
+                # row here below it: they follow on.
+                start = Position(*rows[-1]) if rows else after
+                posts = await _db(selectors.stream_posts_json, post_ids=[post_id for _, post_id in rows])
+                for added, post_id in rows:
+                    if post_id in posts:
+                        frames.append(frame("post", Position(added, post_id), posts[post_id]))
+                metrics.STREAM_EVENTS_SENT.labels("post").inc(len(frames))
             stream = Stream(user_id=user_id, address=address, credential=credential, position=start)
             for item in frames:
                 stream.put(item)
-            self.streams[user_id].add(stream)
-            self.by_address[address] += 1
-            metrics.STREAMS_OPEN.inc()
+            self.streams.setdefault(user_id, set()).add(stream)
             return stream
+
+    def _take(self, owner: int, address: str) -> None:
+        self.by_owner[owner] = self.by_owner.get(owner, 0) + 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+
+    def _release(self, owner: int, address: str) -> None:
+        for counts, key in ((self.by_owner, owner), (self.by_address, address)):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
 
     def close(self, stream: Stream) -> None:
         streams = self.streams.get(stream.user_id)
@@ -206,9 +248,7 @@ class Hub:
         streams.discard(stream)
         if not streams:
             del self.streams[stream.user_id]
-        self.by_address[stream.address] -= 1
-        if self.by_address[stream.address] <= 0:
-            del self.by_address[stream.address]
+        self._release(stream.credential.user_id, stream.address)
         stream.end()
         metrics.STREAMS_OPEN.dec()
 
@@ -289,6 +329,11 @@ class Hub:
                 logger.warning("stream pump: database unavailable (%s)", error)
                 wait = min(max(wait * 2, 0.5), settings.STREAM_POLL_SECONDS)
                 continue
+            except Exception:
+                # Anything else is a bug, logged; the pump goes on, the window read again.
+                logger.exception("stream pump failed; retrying")
+                wait = settings.STREAM_POLL_SECONDS
+                continue
             # An announced post not read yet: an older transaction holds the window back.
             wait = min(max(wait * 2, 0.01), 0.5) if self.announced >= self.low else 0.0
 
@@ -298,37 +343,67 @@ class Hub:
             # No transaction of this database: an announcement from another one sharing
             # the channel. Forgotten, so that the pump does not keep reading for it.
             self.announced = 0
+        if horizon.high < self.low:
+            # The database went back in time (a failover to a replica behind, a restore):
+            # every position handed out may be wrong. The streams end; their clients come
+            # back and are told to reload (``unknown_position``).
+            logger.warning(
+                "stream: the database's transactions went back to %s from %s", horizon.high, self.low
+            )
+            for stream in [s for group in self.streams.values() for s in group]:
+                self.close(stream)
+            self.low = horizon.low
+            return
         if horizon.low <= self.low:
             return
-        users = list(self.streams)
-        rows = await _db(selectors.stream_window, low=self.low, below=horizon.low, user_ids=users)
-        post_ids = sorted({post_id for _, post_id, _ in rows})
-        posts = await _db(selectors.stream_posts_json, post_ids=post_ids) if rows else {}
-        # Only once the window is read whole: a database error above reads it again.
+        # The window, a chunk of posts at a time; read again whole after a database error,
+        # which sends nothing twice, since each stream skips what is at or before its
+        # position.
+        after = Position(self.low, 0)
+        while True:
+            posts = await _db(
+                selectors.stream_window, low=self.low, below=horizon.low, after=after, limit=WINDOW_POSTS
+            )
+            if not posts:
+                break
+            await self._queue(posts)
+            after = Position(*posts[-1][:2])
+            if len(posts) < WINDOW_POSTS:
+                break
         self.low = horizon.low
         if len(self.committed_at) > 1000:
             # Announced posts no open stream was sent: forgotten after ten minutes.
             since = time.time() - 600
             self.committed_at = {post: at for post, at in self.committed_at.items() if at > since}
-        if not rows:
+
+    async def _queue(self, posts: list[tuple[int, int, int]]) -> None:
+        """Queue these (added, post, author) to the open streams of their readers."""
+        users = list(self.streams)
+        if not users:
             return
+        readers = await _db(
+            selectors.stream_readers, author_ids=sorted({author for _, _, author in posts}), user_ids=users
+        )
+        shown = [(added, post_id, author) for added, post_id, author in posts if readers.get(author)]
+        if not shown:
+            return
+        data = await _db(selectors.stream_posts_json, post_ids=[post_id for _, post_id, _ in shown])
         now = time.time()
-        frames: dict[int, bytes] = {}
-        for added, post_id, user_id in rows:
-            data = posts.get(post_id)
-            if data is None:
+        for added, post_id, author in shown:
+            if post_id not in data:
                 continue
             position = Position(added, post_id)
-            for stream in self.streams.get(user_id, ()):
-                if position > stream.position:
-                    if post_id not in frames:
-                        frames[post_id] = frame("post", position, data)
-                    stream.put(frames[post_id])
-                    stream.position = position
-                    metrics.STREAM_EVENTS_SENT.labels("post").inc()
-        for post_id in frames:
+            encoded = frame("post", position, data[post_id])
+            sent = False
+            for user_id in readers[author]:
+                for stream in self.streams.get(user_id, ()):
+                    if position > stream.position:
+                        stream.put(encoded)
+                        stream.position = position
+                        sent = True
+                        metrics.STREAM_EVENTS_SENT.labels("post").inc()
             committed = self.committed_at.pop(post_id, None)
-            if committed is not None:
+            if sent and committed is not None:
                 metrics.STREAM_DELIVERY_LAG.observe(max(now - committed, 0.0))
 
     async def _deleted(self, post_id: int, author_id: int) -> None:
@@ -359,11 +434,15 @@ class Hub:
                     tokens={s.credential.token for s in streams if s.credential.token},
                     sessions={s.credential.session for s in streams if s.credential.session},
                     users={(s.credential.user_id, s.credential.password) for s in streams},
+                    staff={s.credential.user_id for s in streams if s.credential.user_id != s.user_id},
                 )
             except DatabaseError as error:
                 logger.warning("stream warden: database unavailable (%s)", error)
                 continue
-            if not (revoked.tokens or revoked.sessions or revoked.users):
+            except Exception:
+                logger.exception("stream warden failed; retrying")
+                continue
+            if not (revoked.tokens or revoked.sessions or revoked.users or revoked.staff):
                 continue
             for stream in streams:
                 credential = stream.credential
@@ -371,6 +450,7 @@ class Hub:
                     (credential.user_id, credential.password) in revoked.users
                     or credential.token in revoked.tokens
                     or credential.session in revoked.sessions
+                    or (credential.user_id != stream.user_id and credential.user_id in revoked.staff)
                 ):
                     metrics.STREAMS_ENDED.labels("revoked").inc()
                     self.close(stream)

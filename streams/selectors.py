@@ -24,7 +24,7 @@ from streams.positions import Position
 
 User = get_user_model()
 
-_SHOWN = feed_shows_sql("f.follower_id", "n.author_id")
+_SHOWN_PAIR = feed_shows_sql("f.follower_id", "f.followee_id")
 _SHOWN_FOLLOWEE = feed_shows_sql("f.follower_id", "f.followee_id", per_row=True)
 
 
@@ -53,25 +53,40 @@ def stream_start() -> Position:
     return Position(stream_horizon().low, 0)
 
 
-def stream_window(*, low: int, below: int, user_ids: list[int]) -> list[tuple[int, int, int]]:
-    """(added, post id, reader) for the posts added in [low, below) that reach the home feeds
-    of ``user_ids``: their own and their followees' that they do not hide, in the order
-    they were added. Read ``below`` from stream_horizon() first, in another statement."""
-    if not user_ids:
-        return []
+def stream_window(*, low: int, below: int, after: Position, limit: int) -> list[tuple[int, int, int]]:
+    """(added, post id, author id) of up to ``limit`` posts added in [low, below) after
+    ``after``, in the order they were added. Read ``below`` from stream_horizon() first,
+    in another statement."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH n AS MATERIALIZED ("
-            f"  SELECT id, author_id, added FROM {Post._meta.db_table}"
-            "   WHERE added >= %(low)s AND added < %(below)s"
-            ") SELECT n.added, n.id, f.follower_id FROM n"
-            f" JOIN {Follow._meta.db_table} AS f ON f.followee_id = n.author_id"
-            f" WHERE f.follower_id = ANY(%(users)s) AND {_SHOWN}"
-            " UNION ALL SELECT n.added, n.id, n.author_id FROM n WHERE n.author_id = ANY(%(users)s)"
-            " ORDER BY 1, 2",
-            {"low": low, "below": below, "users": user_ids},
+            f"SELECT added, id, author_id FROM {Post._meta.db_table}"
+            " WHERE added >= %(low)s AND added < %(below)s AND (added, id) > (%(added)s, %(post)s)"
+            " ORDER BY added, id LIMIT %(limit)s",
+            {
+                "low": max(low, after.added),
+                "below": below,
+                "added": after.added,
+                "post": after.post_id,
+                "limit": limit,
+            },
         )
         return cursor.fetchall()
+
+
+def stream_readers(*, author_ids: list[int], user_ids: list[int]) -> dict[int, list[int]]:
+    """Of ``user_ids``, whose home feeds the posts of each of ``author_ids`` reach: the
+    author's own, and the followers' who do not hide the author."""
+    readers: dict[int, list[int]] = {author: [author] for author in set(author_ids) & set(user_ids)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT f.followee_id, f.follower_id FROM {Follow._meta.db_table} AS f"
+            " WHERE f.followee_id = ANY(%(authors)s) AND f.follower_id = ANY(%(users)s)"
+            f" AND {_SHOWN_PAIR}",
+            {"authors": author_ids, "users": user_ids},
+        )
+        for author, reader in cursor.fetchall():
+            readers.setdefault(author, []).append(reader)
+    return readers
 
 
 def stream_replay(*, user_id: int, after: Position, below: int, limit: int) -> list[tuple[int, int]]:
@@ -96,12 +111,9 @@ def stream_replay(*, user_id: int, after: Position, below: int, limit: int) -> l
 
 
 def stream_followers_among(*, author_id: int, user_ids: list[int]) -> list[int]:
-    """Which of ``user_ids`` have the author's posts in their home feed: the author and the
-    followers (a deleted post's ``delete`` event goes to them)."""
-    followers = Follow.objects.filter(followee_id=author_id, follower_id__in=user_ids).values_list(
-        "follower_id", flat=True
-    )
-    return [*({author_id} & set(user_ids)), *followers]
+    """Which of ``user_ids`` have the author's posts in their home feed (a deleted post's
+    ``delete`` event goes to them)."""
+    return stream_readers(author_ids=[author_id], user_ids=user_ids).get(author_id, [])
 
 
 def stream_posts_json(post_ids: list[int]) -> dict[int, dict]:
@@ -117,16 +129,17 @@ def stream_posts_json(post_ids: list[int]) -> dict[int, dict]:
 @dataclass(frozen=True)
 class Revoked:
     """Of the credentials asked about: the tokens and sessions that no longer exist (or
-    expired), and the (user, password hash) pairs whose user is gone, inactive or has
-    another password now."""
+    expired), the (user, password hash) pairs whose user is gone, inactive or has another
+    password now, and the users reading another's feed who are no longer staff."""
 
     tokens: set[str]
     sessions: set[str]
     users: set[tuple[int, str]]
+    staff: set[int]
 
 
 def stream_credentials_revoked(
-    *, tokens: set[str], sessions: set[str], users: set[tuple[int, str]]
+    *, tokens: set[str], sessions: set[str], users: set[tuple[int, str]], staff: set[int]
 ) -> Revoked:
     """One statement for every open stream of a process, returning only what no longer
     holds: usually nothing, so the check costs little more than its round trip."""
@@ -141,12 +154,15 @@ def stream_credentials_revoked(
             " UNION ALL SELECT 'u', c.password, c.id FROM unnest(%(ids)s::bigint[], %(passwords)s::text[])"
             " AS c (id, password)"
             f" WHERE NOT EXISTS (SELECT 1 FROM {User._meta.db_table} AS u"
-            "  WHERE u.id = c.id AND u.is_active AND u.password = c.password)",
+            "  WHERE u.id = c.id AND u.is_active AND u.password = c.password)"
+            " UNION ALL SELECT 'x', NULL, c FROM unnest(%(staff)s::bigint[]) AS c"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {User._meta.db_table} AS u WHERE u.id = c AND u.is_staff)",
             {
                 "tokens": list(tokens),
                 "sessions": list(sessions),
                 "ids": list(user_ids),
                 "passwords": list(passwords),
+                "staff": list(staff),
             },
         )
         rows = cursor.fetchall()
@@ -154,4 +170,5 @@ def stream_credentials_revoked(
         tokens={key for kind, key, _ in rows if kind == "t"},
         sessions={key for kind, key, _ in rows if kind == "s"},
         users={(user_id, password) for kind, password, user_id in rows if kind == "u"},
+        staff={user_id for kind, _, user_id in rows if kind == "x"},
     )

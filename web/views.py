@@ -68,7 +68,7 @@ from posts.services import (
     post_create_once,
     post_delete,
 )
-from streams.positions import position_encode
+from streams.positions import Position, position_encode
 from streams.selectors import stream_start
 from web.selectors import timeline_new_count, timeline_page
 
@@ -225,8 +225,9 @@ def timeline(request: HttpRequest) -> HttpResponse:
     except Refused as refused:
         return _refused(request, refused)
     # Before the page is read: the stream then brings every post written from here on.
-    since = position_encode(stream_start()) if before is None else ""
+    start = stream_start() if before is None else None
     posts, has_more = timeline_page(user_id=request.user.pk, before_post_id=before)
+    since = position_encode(_stream_since(start, posts)) if start is not None else ""
     marker = marker_get(user_id=request.user.pk)
     return _page(
         request,
@@ -250,6 +251,15 @@ def timeline(request: HttpRequest) -> HttpResponse:
         status=status,
         retry_after=retry_after,
     )
+
+
+def _stream_since(start: Position, posts: list[Post]) -> Position:
+    """Where the timeline's stream starts: at the oldest post of the page, if before
+    ``start``, for a post that committed before the page was read may not be on it yet
+    (the worker copies posts into feeds a moment later). The page's posts the stream sends
+    again are known by their ids and not counted."""
+    added = [post.added for post in posts if post.added is not None]
+    return min(start, Position(min(added), 0)) if added else start
 
 
 def _left_off_before(posts: list[Post], marker) -> int | None:

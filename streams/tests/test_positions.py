@@ -27,3 +27,20 @@ def test_positions_order_by_transaction_then_post():
 def test_anything_not_issued_is_refused(text):
     with pytest.raises(InvalidPosition):
         position_decode(text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_window_read_in_chunks_holds_each_post_once_in_the_order_added(make_user):
+    from posts.services import post_create
+    from streams.selectors import stream_horizon, stream_window
+
+    low = stream_horizon().low
+    author = make_user()
+    posts = [post_create(author=author, content=f"post {n}").pk for n in range(5)]
+    below = stream_horizon().low
+    seen, after = [], Position(low, 0)
+    while chunk := stream_window(low=low, below=below, after=after, limit=2):
+        assert len(chunk) <= 2
+        seen += [post_id for _, post_id, _ in chunk]
+        after = Position(*chunk[-1][:2])
+    assert seen == posts

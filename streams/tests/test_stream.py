@@ -12,11 +12,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feeds.models import PulledAuthor
+from follows.activity import reader_seen_marked
 from follows.models import Follow, Mute
 from posts.models import Post
 from posts.serializers import post_json
 from posts.services import post_create, post_delete
 from streams.positions import Position, position_decode, position_encode
+from streams.selectors import stream_horizon
 from streams.tests.sse import Ended, Sse, stream_process
 from tests.helpers import restart_redis, stop_process, wait_for
 
@@ -187,6 +189,23 @@ def test_a_position_too_old_or_unknown_gets_a_reset(stream_server, make_user):
     unknown.close()
 
 
+def test_a_position_the_database_has_not_passed_yet_is_not_reset(stream_server, make_user):
+    """On a quiet database every transaction has ended: the oldest running one is the
+    next to begin, and a page rendered then starts its stream there."""
+    author, reader = make_user(), make_user()
+    Follow.objects.create(follower=reader, followee=author)
+    # Made and marked seen now, as a page's render does: nothing writes between the horizon
+    # and the stream's open.
+    _token(reader)
+    reader_seen_marked(user_id=reader.pk)
+    quiet = stream_horizon()
+    stream = _open(stream_server, reader, last=position_encode(Position(quiet.high, 0)))
+    post = post_create(author=author, content="the next")
+    event = stream.next()
+    assert (event.event, event.data["id"]) == ("post", post.pk)
+    stream.close()
+
+
 def test_a_stream_resumes_across_a_restart_of_the_stream_process(make_user, tmp_path):
     author, reader = make_user(), make_user()
     Follow.objects.create(follower=reader, followee=author)
@@ -270,6 +289,29 @@ def test_a_password_change_ends_token_and_session_streams(stream_server, make_us
     assert Sse(stream_server, f"/feeds/{reader.pk}/stream", {"Cookie": cookie}).status == 401
 
 
+def test_losing_staff_ends_the_streams_of_other_users_feeds(stream_server, make_user):
+    staff, reader = make_user(is_staff=True), make_user()
+    watched = _open(stream_server, staff, path=f"/feeds/{reader.pk}/stream")
+    own = _open(stream_server, staff)
+    staff.is_staff = False
+    staff.save()
+    _ends_within_two_seconds(watched)
+    post = post_create(author=staff, content="still mine")
+    assert _posts(own, 1) == [post.pk]
+    own.close()
+
+
+def test_an_unreadable_cookie_does_not_hide_the_session(stream_server, make_user):
+    reader = make_user()
+    browser = Client()
+    assert browser.login(username=reader.username, password="pw-Secret-123")
+    session = browser.cookies["sessionid"].value
+    stream = _open(
+        stream_server, None, path=f"/feeds/{reader.pk}/stream", Cookie=f'prefs={{"a":1}}; sessionid={session}'
+    )
+    stream.close()
+
+
 def test_signing_out_ends_the_session_stream(stream_server, make_user):
     reader = make_user()
     browser = Client()
@@ -326,6 +368,8 @@ def test_a_client_address_may_hold_a_bounded_number_of_streams(make_user, tmp_pa
         ({"Authorization": "Token {token}", "Last-Event-ID": "czE6"}, "/feeds/{me}/stream", 400),
         ({"Authorization": "Token {token}", "Origin": "http://elsewhere.example"}, "/feeds/{me}/stream", 403),
         ({"Authorization": "Token {token}"}, "/feeds/{me}/other", 404),
+        ({"Cookie": 'sessionid="\\000aaaaaaaaaa"'}, "/feeds/{me}/stream", 401),
+        ({"Authorization": "Token \\000abc"}, "/feeds/{me}/stream", 401),
     ],
 )
 def test_bad_requests_get_a_clear_4xx(stream_server, make_user, headers, path, status):

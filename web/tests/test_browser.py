@@ -269,3 +269,26 @@ def test_a_post_by_someone_followed_is_announced_live_and_shown_on_click(
     assert stream_for_pages.rsplit(":", 1)[1] in streamed[0]
     announcement.click()
     expect(page.get_by_text("written while ada reads")).to_be_visible()
+
+
+def test_where_the_stream_cannot_be_reached_new_posts_are_asked_for_instead(
+    page: Page, browser_server: str, settings, make_user
+) -> None:
+    from devtools.processes import free_port
+    from feeds.cache import pages_invalidate
+    from feeds.models import FeedEntry
+
+    settings.STREAM_BROWSER_PORT = free_port()  # nothing listens there
+    settings.WEB_NEW_POSTS_POLL_SECONDS = 1
+    author = make_user("grace")
+    sign_up(page, browser_server, "ada")
+    ada = User.objects.get(username="ada")
+    Follow.objects.create(follower=ada, followee=author)
+    page.goto(f"{browser_server}/")
+    post = post_create(author=author, content="found by asking")
+    # As the worker would: the post in ada's stored feed, her cached page dropped.
+    FeedEntry.objects.create(user_id=ada.pk, post_id=post.pk)
+    pages_invalidate([ada.pk])
+
+    # Three failed connections (EventSource retries every 3 s), then a poll.
+    expect(page.get_by_role("link", name="1 new post: show")).to_be_visible(timeout=30_000)

@@ -14,6 +14,7 @@ from feeds.models import FeedEntry
 from follows.models import Block, Follow, Mute
 from posts.models import Post
 from posts.services import POST_REQUEST_LOCK_CLASS
+from streams.positions import Position
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -934,3 +935,38 @@ def test_the_marker_needs_a_session_and_its_csrf_token(signed_in):
     client, _ = signed_in(csrf=True)
     assert client.post("/timeline/marker", {"last_read_id": 1}).status_code == 403
     assert client.get("/timeline/marker").status_code == 405
+
+
+def _stream_since(html: str):
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from streams.positions import position_decode
+
+    url = unquote(re.search(r'data-stream="([^"]+)"', html).group(1))
+    return position_decode(parse_qs(urlsplit(url).query)["since"][0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_timelines_stream_starts_before_a_post_the_worker_has_not_copied_yet(signed_in, make_user):
+    client, reader = signed_in()
+    author = make_user()
+    Follow.objects.create(follower=reader, followee=author)
+    shown = Post.objects.create(author=author, content="copied")
+    FeedEntry.objects.create(user_id=reader.pk, post_id=shown.pk)
+    # Committed, but not in the reader's stored feed yet: the page does not show it.
+    waiting = Post.objects.create(author=author, content="not copied yet")
+
+    html = client.get("/").content.decode()
+
+    assert "not copied yet" not in html
+    assert _stream_since(html) < Position(Post.objects.get(pk=waiting.pk).added, waiting.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_timelines_stream_starts_at_the_database_horizon_without_posts(signed_in):
+    from streams.selectors import stream_horizon
+
+    client, _ = signed_in()
+    before = stream_horizon()
+    since = _stream_since(client.get("/").content.decode())
+    assert Position(before.low, 0) <= since <= Position(stream_horizon().high, 0)
