@@ -12,6 +12,7 @@ set the pace. It writes its section of BENCHMARKS.md, which make bench keeps.
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import platform
@@ -165,11 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "idle_seconds": idle,
         "rounds": rounds,
         "versions": versions(),
+        "date": datetime.date.today().isoformat(),
     }
-    (RUN_DIR / "stream-results.json").write_text(json.dumps(results, indent=2))
     section = render(results)
     print(section)
     if not args.smoke:
+        (RUN_DIR / "stream-results.json").write_text(json.dumps(results, indent=2))
         from devtools.soak.report import section_write
 
         section_write(section, name="streams")
@@ -239,7 +241,8 @@ def render(r: dict) -> str:
             "<!-- streams:start -->",
             "## Live streams",
             "",
-            f"`make bench-stream`: {r['streams']:,} open streams of `GET /feeds/{{id}}/stream`, "
+            f"Run on {r['date']}. `make bench-stream`: {r['streams']:,} open streams of "
+            "`GET /feeds/{id}/stream`, "
             "one per reader, all following one author, on one stream process "
             f"(uvicorn {r['versions']['uvicorn']}, "
             f"Python {r['versions']['python']}, production settings), with the load client in a process of "
