@@ -2,6 +2,7 @@
 hold while opens wait for the database."""
 
 import asyncio
+import threading
 
 import pytest
 
@@ -10,6 +11,26 @@ from streams import selectors
 from streams.credentials import Credential
 from streams.hub import CLOSE, Hub, Refused, Stream
 from streams.positions import Position
+
+
+def run(coroutine_function):
+    """``asyncio.run`` on a thread of its own: once a browser test has run, Playwright keeps
+    an event loop on the test's thread, where asyncio.run refuses to start another."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine_function())
+        except BaseException as error:  # re-raised on the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the coroutine did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def test_a_stream_that_overflows_keeps_no_frame_it_cannot_send_in_order():
@@ -45,7 +66,7 @@ def test_opens_waiting_for_the_database_count_against_the_user_limit(monkeypatch
         ]
         return await asyncio.gather(*opens, return_exceptions=True)
 
-    results = asyncio.run(six_at_once())
+    results = run(six_at_once)
 
     assert sum(isinstance(r, Stream) for r in results) == 4
     assert [r.status for r in results if isinstance(r, Refused)] == [429, 429]
@@ -65,5 +86,5 @@ def test_staff_streams_count_against_the_staff_member_not_the_feed_owner(setting
         with pytest.raises(Refused):
             await hub.open(credential=staff, user_id=2, address="a", after=None)
 
-    asyncio.run(both())
+    run(both)
     assert len(hub.streams[2]) == 2

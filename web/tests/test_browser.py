@@ -267,8 +267,15 @@ def test_a_post_by_someone_followed_is_announced_live_and_shown_on_click(
     # Announced, never inserted under the reader's eyes.
     expect(page.get_by_text("written while ada reads")).to_have_count(0)
     assert stream_for_pages.rsplit(":", 1)[1] in streamed[0]
+    # Shown on click, in this page: it is not loaded again.
+    page.evaluate("window.stillThisPage = true")
     announcement.click()
-    expect(page.get_by_text("written while ada reads")).to_be_visible()
+    expect(page.locator("p.content").first).to_have_text("written while ada reads")
+    assert page.evaluate("window.stillThisPage === true")
+    expect(page.get_by_role("link", name="1 new post: show")).to_have_count(0)
+    # The stream goes on: the next post is announced on the same page.
+    post_create(author=author, content="and another")
+    expect(page.get_by_role("link", name="1 new post: show")).to_be_visible(timeout=10_000)
 
 
 def test_where_the_stream_cannot_be_reached_new_posts_are_asked_for_instead(
