@@ -50,6 +50,13 @@ def _open(base: str, user, *, last: str | None = None, **headers: str) -> Sse:
     return stream
 
 
+def _author_and_reader(make_user):
+    """Two new users, the second following the first."""
+    author, reader = make_user(), make_user()
+    Follow.objects.create(follower=reader, followee=author)
+    return author, reader
+
+
 def _posts(stream: Sse, count: int, timeout: float = 10.0) -> list[int]:
     """The ids of the next ``count`` post events."""
     ids = []
@@ -96,8 +103,7 @@ def test_big_accounts_count_and_muted_authors_do_not(stream_server, make_user):
 
 
 def test_a_deleted_post_is_announced_with_its_id(stream_server, make_user):
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     stream = _open(stream_server, reader)
     post = post_create(author=author, content="soon gone")
     first = stream.next()
@@ -111,8 +117,7 @@ def test_a_deleted_post_is_announced_with_its_id(stream_server, make_user):
 def test_posts_come_in_commit_order_and_a_returning_client_gets_each_once(stream_server, make_user):
     """A transaction that began first holds back the posts of later ones until it ends, so
     a client that received the first is owed exactly the rest, whatever their ids."""
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     stream = _open(stream_server, reader)
     started, release, done = threading.Event(), threading.Event(), threading.Event()
     held: list[int] = []
@@ -154,8 +159,7 @@ def test_posts_come_in_commit_order_and_a_returning_client_gets_each_once(stream
 
 
 def test_a_dropped_stream_resumes_with_nothing_lost_or_twice(stream_server, make_user):
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     stream = _open(stream_server, reader)
     seen = [post_create(author=author, content="one").pk]
     assert _posts(stream, 1) == seen
@@ -170,8 +174,7 @@ def test_a_dropped_stream_resumes_with_nothing_lost_or_twice(stream_server, make
 
 
 def test_a_position_too_old_or_unknown_gets_a_reset(stream_server, make_user):
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     stream = _open(stream_server, reader)
     post_create(author=author, content="one")
     last = stream.next().id
@@ -192,8 +195,7 @@ def test_a_position_too_old_or_unknown_gets_a_reset(stream_server, make_user):
 def test_a_position_the_database_has_not_passed_yet_is_not_reset(stream_server, make_user):
     """On a quiet database every transaction has ended: the oldest running one is the
     next to begin, and a page rendered then starts its stream there."""
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     # Made and marked seen now, as a page's render does: nothing writes between the horizon
     # and the stream's open.
     _token(reader)
@@ -207,8 +209,7 @@ def test_a_position_the_database_has_not_passed_yet_is_not_reset(stream_server, 
 
 
 def test_a_stream_resumes_across_a_restart_of_the_stream_process(make_user, tmp_path):
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     base, process = stream_process(tmp_path / "first.log")
     try:
         stream = _open(base, reader)
@@ -231,8 +232,7 @@ def test_a_stream_resumes_across_a_restart_of_the_stream_process(make_user, tmp_
 
 
 def test_streams_deliver_and_resume_across_a_redis_restart(stream_server, make_user):
-    author, reader = make_user(), make_user()
-    Follow.objects.create(follower=reader, followee=author)
+    author, reader = _author_and_reader(make_user)
     stream = _open(stream_server, reader)
     post_create(author=author, content="before")
     last = stream.next().id
