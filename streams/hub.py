@@ -144,9 +144,6 @@ class Hub:
 
     # --- streams ---------------------------------------------------------------------
 
-    def count(self) -> int:
-        return sum(len(streams) for streams in self.streams.values())
-
     async def open(
         self, *, credential: Credential, user_id: int, address: str, after: Position | None
     ) -> Stream:
