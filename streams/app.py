@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import re
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.db import DatabaseError
 from django.http.cookie import parse_cookie
 
 from core.process import metrics_serve
+from core.throttling import client_ip
 from streams.credentials import credential_of
 from streams.hub import CLOSE, Hub, Refused, _db
 from streams.positions import InvalidPosition, position_decode
@@ -238,15 +240,10 @@ def _session_key(headers: dict[str, str]) -> str | None:
 
 
 def _client_address(scope, headers: dict[str, str]) -> str:
-    """As the API's throttles see it (core.throttling.client_ip): the socket's address, or
+    """The client's address as the API's throttles see it (``client_ip``): the socket's, or
     the one the trusted proxies (TRUSTED_PROXY_COUNT) put in X-Forwarded-For."""
-    proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
-    forwarded = headers.get("x-forwarded-for")
-    if proxies and forwarded:
-        addresses = [part.strip() for part in forwarded.split(",")]
-        return addresses[-min(proxies, len(addresses))]
-    client = scope.get("client")
-    return client[0] if client else "unknown"
+    remote = scope["client"][0] if scope.get("client") else None
+    return client_ip(SimpleNamespace(META={"REMOTE_ADDR": remote}, headers=headers)) or "unknown"
 
 
 def _encode(headers) -> list[tuple[bytes, bytes]]:

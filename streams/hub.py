@@ -391,14 +391,14 @@ class Hub:
                 continue
             position = Position(added, post_id)
             encoded = frame("post", position, data[post_id])
-            sent = False
+            sent = 0
             for user_id in readers[author]:
                 for stream in self.streams.get(user_id, ()):
                     if position > stream.position:
                         stream.put(encoded)
                         stream.position = position
-                        sent = True
-                        metrics.STREAM_EVENTS_SENT.labels("post").inc()
+                        sent += 1
+            metrics.STREAM_EVENTS_SENT.labels("post").inc(sent)
             committed = self.committed_at.pop(post_id, None)
             if sent and committed is not None:
                 metrics.STREAM_DELIVERY_LAG.observe(max(now - committed, 0.0))
