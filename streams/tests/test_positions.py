@@ -44,3 +44,19 @@ def test_a_window_read_in_chunks_holds_each_post_once_in_the_order_added(make_us
         seen += [post_id for _, post_id, _ in chunk]
         after = Position(*chunk[-1][:2])
     assert seen == posts
+
+
+def test_the_stream_process_raises_its_open_files_limit_to_the_most_it_may_have():
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, django, os;"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'feedsite.settings.test'; django.setup();"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE);"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard));"
+        "from streams.management.commands.run_stream import open_files_raise;"
+        "print(open_files_raise() == hard, resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["True", "True"], result.stderr[-2000:]

@@ -3,10 +3,20 @@ uvicorn, on STREAM_PORT; make run-stream and make run start it, docker-compose's
 ``stream`` service too."""
 
 import os
+import resource
 
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+
+def open_files_raise() -> int:
+    """Raise this process's limit of open files to the most it may have, and return it:
+    each open stream holds a socket, and many systems start processes at 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Command(BaseCommand):
@@ -23,6 +33,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, **options) -> None:
+        open_files_raise()
         uvicorn.run(
             "feedsite.asgi:application",
             host=host,
